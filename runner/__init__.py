@@ -1,0 +1,1 @@
+"""runner: an async bulk job runner for the Selam API and OpenAI-compatible chat APIs."""

@@ -1,0 +1,113 @@
+"""Composing one run: database, input, provider (or emulator), limiter and engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from runner.attempt import Attempt
+from runner.client import AiohttpTransport, ClientConfig
+from runner.clock import Clock
+from runner.config import Environment, RunOptions
+from runner.emulator import EmulatorConfig, serve_emulator
+from runner.engine import Engine, EngineConfig, RunStats
+from runner.ingest import prepare_run
+from runner.limits import AdaptiveLimiter, LimitConfig
+from runner.retry import RetryPolicy
+from runner.store.protocol import RunRecord
+from runner.store.sql import open_store
+
+MOCK_KEY = "mock-key"
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    """Where requests go and with which key."""
+
+    base_url: str
+    api_key: str
+    mock: bool
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run invocation did and where things stand now."""
+
+    run: RunRecord
+    resumed: bool
+    stats: RunStats
+    counts: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@asynccontextmanager
+async def api_target(env: Environment, mock: bool) -> AsyncIterator[ApiTarget]:
+    """The real API (key required), or the built-in emulator served on a loopback port."""
+    if not mock:
+        yield ApiTarget(env.base_url, env.require_key(), mock=False)
+        return
+    # A modest limit, so a mock run shows the limiter learning from Selam-style headers.
+    emulator = EmulatorConfig(limit_requests=1200, window_s=60.0, latency_ms=20.0)
+    async with serve_emulator(emulator) as (_, base_url):
+        yield ApiTarget(base_url, MOCK_KEY, mock=True)
+
+
+async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunReport:
+    """Queue (or resume) the input and drain it; return the report."""
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(options.db))
+        prepared = await prepare_run(
+            store,
+            options.input_path,
+            options.out_path,
+            restart=options.restart,
+            clock=clock,
+            max_line_bytes=options.max_line_bytes,
+        )
+        client = ClientConfig(
+            base_url=target.base_url,
+            api_key=target.api_key,
+            timeout_s=options.timeout_s,
+            max_connections=options.concurrency,
+        )
+        transport = await stack.enter_async_context(AiohttpTransport(client))
+        limiter = AdaptiveLimiter(
+            LimitConfig(rpm=options.rpm, tpm=options.tpm, max_wait_s=options.max_wait_s), clock
+        )
+        attempt = Attempt(
+            transport,
+            limiter,
+            RetryPolicy(max_retries=options.max_retries),
+            clock,
+            max_wait_s=options.max_wait_s,
+            secrets=(target.api_key,),
+        )
+        engine = Engine(
+            store,
+            prepared.run,
+            attempt,
+            options.out_path,
+            EngineConfig(concurrency=options.concurrency),
+            clock,
+        )
+        stats = await engine.execute()
+        stats.sent = attempt.sent
+        stats.rate_limited = limiter.rate_limited_count
+        run = await store.get_run(prepared.run.id)
+        assert run is not None
+        prompt, completion = await store.usage(run.id)
+        return RunReport(
+            run, prepared.resumed, stats, await store.counts(run.id), prompt, completion
+        )
+
+
+def exit_code(report: RunReport) -> int:
+    """0 all done; 1 some failed for good; 3 stopped early (resumable); 4 key refused."""
+    stop = report.stats.stop
+    if stop is not None and stop.kind == "auth":
+        return 4
+    if stop is not None or any(report.counts.get(s, 0) for s in ("pending", "retry", "running")):
+        return 3
+    return 1 if report.counts.get("failed", 0) else 0

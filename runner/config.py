@@ -1,0 +1,77 @@
+"""Configuration: frozen settings objects, and the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from runner.errors import MissingKeyError
+
+DEFAULT_BASE_URL = "https://api.selamgpt.com/v1"
+DEFAULT_DB = "runner.db"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the process environment (and a `.env` file in the working directory) provides."""
+
+    api_key: str | None
+    base_url: str
+    db: str
+
+    @classmethod
+    def from_process(cls, cwd: Path | None = None) -> Environment:
+        """Read os.environ, falling back to `.env` in the working directory for unset names."""
+        dotenv_path = (cwd or Path.cwd()) / ".env"
+        file_values = dotenv_values(dotenv_path) if dotenv_path.is_file() else {}
+        merged: dict[str, str] = {k: v for k, v in file_values.items() if v is not None}
+        merged.update(os.environ)
+        return cls.from_mapping(merged)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Environment:
+        """Pick the key, base URL and database from a mapping of variables."""
+        key = env.get("SELAM_API_KEY") or env.get("OPENAI_API_KEY") or None
+        base_url = env.get("SELAM_BASE_URL") or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        return cls(api_key=key, base_url=base_url, db=env.get("RUNNER_DB") or DEFAULT_DB)
+
+    def require_key(self) -> str:
+        """The API key, or an error that says how to provide one."""
+        if not self.api_key:
+            raise MissingKeyError(
+                "no API key: set SELAM_API_KEY (or OPENAI_API_KEY), e.g. "
+                "`export SELAM_API_KEY=sk-selam-...` or a line SELAM_API_KEY=... in ./.env; "
+                "or pass --mock to run against the built-in emulator"
+            )
+        return self.api_key
+
+    def __repr__(self) -> str:
+        # The key must never reach a log or traceback through a repr.
+        shown = "set" if self.api_key else "unset"
+        return f"Environment(api_key=<{shown}>, base_url={self.base_url!r}, db={self.db!r})"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `runner run` was asked to do for one input file."""
+
+    input_path: Path
+    out_path: Path
+    db: str
+    concurrency: int = 16
+    max_retries: int = 5
+    timeout_s: float = 120.0
+    max_wait_s: float = 120.0
+    rpm: float | None = None
+    tpm: float | None = None
+    restart: bool = False
+    max_line_bytes: int = 10 * 1024 * 1024
+
+    @staticmethod
+    def default_out_path(input_path: Path) -> Path:
+        """`<input stem>.results.jsonl` beside the input."""
+        return input_path.with_name(f"{input_path.stem}.results.jsonl")

@@ -1,0 +1,308 @@
+"""Draining a run's queue: claim jobs, pace them, send them, decide, record, export.
+
+One task group per run. A dispatcher claims due jobs in small batches under a lease and hands
+them to `concurrency` workers; each worker waits for the limiter, sends through the transport,
+classifies the answer and passes the outcome to the single writer, which saves outcomes in
+batched transactions and appends result lines to the results file. A finished answer is handed
+to the writer under a shielded scope, so an interrupt never loses a paid-for result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import orjson
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from runner.attempt import Attempt, StopRequest
+from runner.clock import Clock
+from runner.errors import RunLockedError
+from runner.output import ResultsFile
+from runner.store.protocol import ClaimedJob, Outcome, RunRecord, Store
+
+log = logging.getLogger("runner.engine")
+
+HEARTBEAT_S = 5.0
+STALE_OWNER_S = 60.0
+WRITE_BATCH = 512
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How hard and how long to work on a run."""
+
+    concurrency: int = 16
+    claim_batch: int = 64
+    lease_s: float = 600.0
+    grace_s: float = 30.0
+
+
+@dataclass
+class RunStats:
+    """What one invocation did."""
+
+    sent: int = 0
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    lines_written: int = 0
+    elapsed_s: float = 0.0
+    stop: StopRequest | None = None
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+
+
+def owner_id() -> str:
+    """An identity for this process: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str, heartbeat_at: float | None, now: float) -> bool:
+    """Whether a recorded owner can no longer be working on the run."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return heartbeat_at is None or now - heartbeat_at > STALE_OWNER_S
+
+
+class Engine:
+    """Runs one run to completion or to a clean stop."""
+
+    def __init__(
+        self,
+        store: Store,
+        run: RunRecord,
+        attempt: Attempt,
+        results_path: Path,
+        config: EngineConfig,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.run = run
+        self.attempt = attempt
+        self.config = config
+        self.clock = clock
+        self.owner = owner_id()
+        self.stats = RunStats()
+        self.results = ResultsFile(results_path, store, run.id)
+        self._outstanding = 0
+        self._changed = anyio.Event()
+        self._senders: anyio.CancelScope | None = None
+        self._rng = random.Random()
+
+    async def _take_ownership(self) -> None:
+        now = self.clock.time()
+        expected = self.run.owner
+        if expected is not None and not owner_is_gone(expected, self.run.heartbeat_at, now):
+            host, _, rest = expected.partition(":")
+            raise RunLockedError(
+                f"run {self.run.id} ({self.run.out_path}) is being worked on by process "
+                f"{rest.partition(':')[0]} on {host}; this invocation exits without touching it"
+            )
+        if not await self.store.take_ownership(self.run.id, self.owner, expected, now):
+            raise RunLockedError(f"run {self.run.id} was taken by another process just now")
+
+    async def execute(self) -> RunStats:
+        """Drain the run; return what happened. Raises RunLockedError if another process owns it."""
+        await self._take_ownership()
+        started = self.clock.monotonic()
+        try:
+            await self.store.requeue_running(self.run.id)
+            self.results.open(self.run.export_seq, self.run.export_offset)
+            await self.results.export()
+            await self._pipeline()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(started)
+        return self.stats
+
+    async def _finish(self, started: float) -> None:
+        self.stats.elapsed_s = self.clock.monotonic() - started
+        await self.store.requeue_running(self.run.id)
+        seq, offset = await self.results.export()
+        await self.store.set_watermark(self.run.id, seq, offset)
+        self.results.close()
+        self.stats.lines_written = self.results.lines_written
+        stop = self.stats.stop
+        reason = None if stop is None else stop.reason
+        await self.store.release(
+            self.run.id, self.owner, self.clock.time(), self.stats.elapsed_s, reason
+        )
+
+    async def _pipeline(self) -> None:
+        jobs_send, jobs_recv = anyio.create_memory_object_stream[ClaimedJob](
+            self.config.concurrency * 2
+        )
+        out_send, out_recv = anyio.create_memory_object_stream[Outcome](self.config.concurrency * 4)
+        async with anyio.create_task_group() as services:
+            services.start_soon(self._heartbeat)
+            services.start_soon(self._watch_signals)
+            async with anyio.create_task_group() as pipeline:
+                pipeline.start_soon(self._writer, out_recv)
+                async with anyio.create_task_group() as senders:
+                    self._senders = senders.cancel_scope
+                    senders.start_soon(self._dispatch, jobs_send)
+                    for _ in range(self.config.concurrency):
+                        senders.start_soon(self._work, jobs_recv.clone(), out_send)
+                    jobs_recv.close()
+                out_send.close()
+            services.cancel_scope.cancel()
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def request_stop(self, stop: StopRequest) -> None:
+        """Stop dispatching; in-flight requests finish. The first reason given is kept."""
+        if self.stats.stop is None:
+            self.stats.stop = stop
+            log.warning("stopping: %s", stop.reason)
+        self.attempt.stop_waiting()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _dispatch(self, jobs: ObjectSendStream[ClaimedJob]) -> None:
+        async with jobs:
+            while self.stats.stop is None:
+                room = self.config.concurrency * 2 - self._outstanding
+                if room > 0:
+                    claimed = await self.store.claim(
+                        self.run.id,
+                        self.owner,
+                        min(room, self.config.claim_batch),
+                        self.clock.time(),
+                        self.config.lease_s,
+                    )
+                    if claimed:
+                        self._outstanding += len(claimed)
+                        for job in claimed:
+                            await jobs.send(job)
+                        continue
+                    if self._outstanding == 0 and not await self.store.has_open_jobs(self.run.id):
+                        return
+                await self._idle()
+
+    async def _idle(self) -> None:
+        changed = self._changed
+        wait = 0.5
+        due = await self.store.next_due(self.run.id)
+        if due is not None:
+            wait = min(wait, max(0.005, due - self.clock.time()))
+        with anyio.move_on_after(wait):
+            await changed.wait()
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def _work(
+        self, jobs: ObjectReceiveStream[ClaimedJob], outcomes: ObjectSendStream[Outcome]
+    ) -> None:
+        async with jobs:
+            async for job in jobs:
+                if self.stats.stop is not None:
+                    outcome = Outcome(job.id, "pending")
+                else:
+                    outcome, stop = await self.attempt.run(job, self._rng.random())
+                    if stop is not None:
+                        self.request_stop(stop)
+                with anyio.CancelScope(shield=True):
+                    await outcomes.send(outcome)
+
+    # -- writer ---------------------------------------------------------------------------
+
+    async def _writer(self, outcomes: MemoryObjectReceiveStream[Outcome]) -> None:
+        watermark: tuple[int, int] | None = None
+        async with outcomes:
+            async for first in outcomes:
+                batch = [first]
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(outcomes.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                with anyio.CancelScope(shield=True):
+                    await self.store.record(
+                        self.run.id, self.owner, batch, self.clock.time(), watermark
+                    )
+                    self._count(batch)
+                    self._outstanding -= len(batch)
+                    watermark = await self.results.export()
+                self._wake()
+
+    def _count(self, batch: list[Outcome]) -> None:
+        stats = self.stats
+        for o in batch:
+            stats.prompt_tokens += o.prompt_tokens
+            stats.completion_tokens += o.completion_tokens
+            if o.state == "done":
+                stats.done += 1
+            elif o.state == "failed":
+                stats.failed += 1
+            elif o.state == "retry":
+                stats.retried += 1
+            if o.error_code and o.state != "pending":
+                stats.errors_by_code[o.error_code] = stats.errors_by_code.get(o.error_code, 0) + 1
+
+    # -- services -------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(HEARTBEAT_S)
+            snapshot = self.attempt.limiter.snapshot()
+            snapshot["stats"] = {
+                "sent": self.attempt.sent,
+                "done": self.stats.done,
+                "failed": self.stats.failed,
+                "retried": self.stats.retried,
+            }
+            with anyio.CancelScope(shield=True):
+                await self.store.heartbeat(
+                    self.run.id,
+                    self.owner,
+                    self.clock.time(),
+                    orjson.dumps(snapshot, default=_json_default).decode(),
+                )
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            count = 0
+            async for signum in signals:
+                count += 1
+                name = signal.Signals(signum).name
+                if count == 1:
+                    self.request_stop(StopRequest("interrupted", f"interrupted by {name}"))
+                    self._start_grace()
+                elif self._senders is not None:
+                    log.warning("second %s: cancelling in-flight requests", name)
+                    self._senders.cancel()
+
+    def _start_grace(self) -> None:
+        if self._senders is not None:
+            self._senders.deadline = min(
+                self._senders.deadline, anyio.current_time() + self.config.grace_s
+            )
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(type(value).__name__)

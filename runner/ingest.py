@@ -1,0 +1,137 @@
+"""Queueing a job file: validate every line and store the jobs, or resume the run it already is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio.to_thread
+
+from runner.clock import Clock
+from runner.errors import InputChangedError, InputError, InputProblem
+from runner.jobfile import Job, LineError, file_digest, iter_lines, new_digest, parse_line
+from runner.store.protocol import RunRecord, Store
+
+INSERT_BATCH = 2000
+MAX_REPORTED_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The run to execute and whether it was resumed rather than newly queued."""
+
+    run: RunRecord
+    resumed: bool
+
+
+class _Problems:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.shown: list[InputProblem] = []
+        self.more = 0
+
+    def add(self, line: int, reason: str) -> None:
+        if len(self.shown) < MAX_REPORTED_PROBLEMS:
+            self.shown.append(InputProblem(self.path, line, reason))
+        else:
+            self.more += 1
+
+
+async def prepare_run(
+    store: Store,
+    input_path: Path,
+    out_path: Path,
+    *,
+    restart: bool,
+    clock: Clock,
+    max_line_bytes: int,
+) -> IngestResult:
+    """Return the run for (input, results path): resumed if it exists, else validated and queued."""
+    key = str(out_path)
+    existing = await store.find_run(key)
+    if existing is not None and existing.state == "ready" and not restart:
+        digest = await anyio.to_thread.run_sync(file_digest, input_path)
+        if digest == existing.input_digest:
+            return IngestResult(existing, resumed=True)
+        raise InputChangedError(
+            f"{out_path} holds results of a run of {existing.input_path}, whose content "
+            f"differs from {input_path} now. Re-run with --restart to discard that run and "
+            f"start over, or choose another --out."
+        )
+    if existing is None and not restart and _has_content(out_path):
+        raise InputChangedError(
+            f"{out_path} already exists and belongs to no run in this database. "
+            f"Re-run with --restart to overwrite it, or choose another --out."
+        )
+    if existing is not None:
+        await store.delete_run(existing.id)
+    run = await _ingest(store, input_path, key, clock, max_line_bytes)
+    return IngestResult(run, resumed=False)
+
+
+def _has_content(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+async def _ingest(
+    store: Store, input_path: Path, key: str, clock: Clock, max_line_bytes: int
+) -> RunRecord:
+    run_id = await store.create_run(key, str(input_path), "", clock.time())
+    problems = _Problems(input_path)
+    digest = new_digest()
+    batch: list[Job] = []
+    total = 0
+    try:
+        for number, raw in iter_lines(input_path, digest, max_line_bytes):
+            job = _parse(raw, number, max_line_bytes, problems)
+            if job is None:
+                continue
+            total += 1
+            batch.append(job)
+            if len(batch) >= INSERT_BATCH:
+                await _insert(store, run_id, batch, problems)
+                batch = []
+        if batch:
+            await _insert(store, run_id, batch, problems)
+        if problems.shown:
+            raise InputError(problems.shown, problems.more)
+        if total == 0:
+            raise InputError([InputProblem(str(input_path), 0, "the file holds no jobs")])
+    except BaseException:
+        # Nothing was sent yet, so a failed ingest leaves no trace.
+        with anyio.CancelScope(shield=True):
+            await store.delete_run(run_id)
+        raise
+    await store.mark_ingested(run_id, total, digest.hexdigest(), clock.time())
+    run = await store.get_run(run_id)
+    assert run is not None
+    return run
+
+
+def _parse(raw: bytes | None, number: int, max_line_bytes: int, problems: _Problems) -> Job | None:
+    if raw is None:
+        problems.add(number, f"line is longer than the {max_line_bytes}-byte limit")
+        return None
+    try:
+        return parse_line(raw, number)
+    except LineError as exc:
+        problems.add(number, str(exc))
+        return None
+
+
+async def _insert(store: Store, run_id: int, batch: list[Job], problems: _Problems) -> None:
+    seen: dict[str, int] = {}
+    unique: list[Job] = []
+    for job in batch:
+        if job.custom_id in seen:
+            problems.add(
+                job.line,
+                f"duplicate custom_id {job.custom_id!r} (first on line {seen[job.custom_id]})",
+            )
+            continue
+        seen[job.custom_id] = job.line
+        unique.append(job)
+    for dup in await store.add_jobs(run_id, unique):
+        problems.add(
+            dup.line, f"duplicate custom_id {dup.custom_id!r} (first on line {dup.first_line})"
+        )

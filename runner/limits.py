@@ -1,0 +1,348 @@
+"""The limiter: paces requests and tokens so the provider's limits are used, not exceeded.
+
+Each budget (requests, tokens) combines three gates, and a send waits for all of them:
+
+- a token bucket at the allowed rate with a burst of a few seconds, because providers enforce
+  per-minute limits over shorter slices;
+- a sliding log of our own sends, so no window of the limit's length ever holds more than the
+  limit (the window is stretched by a small margin for network jitter);
+- the server's own count: the last `remaining` it reported, minus what we sent after the request
+  it answered, until its reset time.
+
+Limits are learned from every response's headers (not once); `--rpm` / `--tpm` are ceilings the
+learner never exceeds. With no headers at all the request rate adapts to 429s (additive increase,
+multiplicative decrease). Every wait comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+
+from runner.clock import Clock
+from runner.ratelimit_headers import Quota, RateLimitInfo
+
+DEFAULT_WINDOW_S = 60.0
+_POLL_S = 0.25
+
+
+class TokensNeverFit(Exception):
+    """A request's token estimate exceeds the whole token budget: it can never be sent."""
+
+
+class WaitTooLong(Exception):
+    """The next send would have to wait longer than the run allows (a long-window quota)."""
+
+    def __init__(self, wait_s: float, reason: str) -> None:
+        super().__init__(f"{reason}: next send possible in {wait_s:.0f}s")
+        self.wait_s = wait_s
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """Proof of a granted send, handed back with the answer so the limiter can learn from it."""
+
+    seq: int
+    tokens: int
+    sent_requests: int  # cumulative requests sent when this permit was granted (inclusive)
+    sent_tokens: int
+
+
+class Limiter(Protocol):
+    """What the engine needs from a limiter."""
+
+    async def acquire(self, tokens: int) -> Permit:
+        """Wait until one request costing `tokens` may be sent."""
+        ...
+
+    def settle(self, permit: Permit, info: RateLimitInfo, used_tokens: int | None) -> None:
+        """Learn from an answer's headers and its real token usage."""
+        ...
+
+    def rate_limited(self, wait_s: float | None) -> None:
+        """A 429 arrived: hold every send for the wait and adapt."""
+        ...
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Hold every send for `seconds` (circuit breaker, server asked to wait)."""
+        ...
+
+    def snapshot(self) -> dict[str, object]:
+        """The limiter's state, for status displays."""
+        ...
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """Ceilings and tuning; every field has a safe default so no flag is needed."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_s: float = 2.0
+    window_margin: float = 0.03
+    initial_rps: float = 1.0
+    max_wait_s: float = 120.0
+    slow_start_factor: float = 1.1
+    aimd_increase_rps: float = 0.02
+    aimd_decrease: float = 0.8
+
+
+@dataclass
+class Budget:
+    """One dimension (requests or tokens): learned limit, pacing bucket, send log, server gate."""
+
+    name: str
+    ceiling_per_min: float | None
+    config: LimitConfig
+    limit: float | None = None
+    window_s: float | None = None
+    level: float = 0.0
+    stamp: float | None = None
+    log: deque[list[float]] = field(default_factory=deque)  # [sent_at, cost, seq]
+    gate_remaining: float | None = None
+    gate_at_sent: float = 0.0
+    gate_seq: int = -1
+    gate_until: float | None = None
+    long_limit: float | None = None  # a daily-style cap seen in headers (gate only)
+
+    def windows(self) -> list[tuple[float, float]]:
+        """(limit, window length) pairs this budget must respect."""
+        pairs: list[tuple[float, float]] = []
+        stretch = 1.0 + self.config.window_margin
+        if self.limit is not None:
+            pairs.append((self.limit, (self.window_s or DEFAULT_WINDOW_S) * stretch))
+        if self.ceiling_per_min is not None:
+            pairs.append((self.ceiling_per_min, 60.0 * stretch))
+        return pairs
+
+    def rate(self, fallback: float | None) -> float | None:
+        """Units per second to pace at; None means unpaced."""
+        rates = [limit / window for limit, window in self.windows()]
+        if not rates:
+            return fallback
+        return min(rates)
+
+    def capacity(self, rate: float) -> float:
+        """The bucket's size: a few seconds' worth, at least one request."""
+        return max(1.0, rate * self.config.burst_s)
+
+    def wait_s(self, cost: float, now: float, sent_total: float, fallback: float | None) -> float:
+        """Seconds until `cost` more units may go."""
+        return max(
+            self._bucket_wait(cost, now, fallback),
+            self._log_wait(cost, now),
+            self._gate_wait(cost, now, sent_total),
+        )
+
+    def _refill(self, now: float, rate: float) -> None:
+        cap = self.capacity(rate)
+        if self.stamp is None:
+            self.level = min(cap, 1.0) if self.name == "requests" else cap
+        else:
+            self.level = min(cap, self.level + rate * max(0.0, now - self.stamp))
+        self.stamp = now
+
+    def _bucket_wait(self, cost: float, now: float, fallback: float | None) -> float:
+        rate = self.rate(fallback)
+        if rate is None or rate <= 0:
+            return 0.0
+        self._refill(now, rate)
+        need = min(cost, self.capacity(rate))
+        return max(0.0, (need - self.level) / rate)
+
+    def _log_wait(self, cost: float, now: float) -> float:
+        wait = 0.0
+        for limit, window in self.windows():
+            self._trim(now, window)
+            used = sum(entry[1] for entry in self.log if entry[0] > now - window)
+            excess = used + cost - limit
+            if excess <= 0:
+                continue
+            for sent_at, entry_cost, _ in self.log:
+                if sent_at <= now - window:
+                    continue
+                excess -= entry_cost
+                if excess <= 0:
+                    wait = max(wait, sent_at + window - now)
+                    break
+        return wait
+
+    def _gate_wait(self, cost: float, now: float, sent_total: float) -> float:
+        if self.gate_remaining is None:
+            return 0.0
+        if self.gate_until is not None and now >= self.gate_until:
+            self.gate_remaining = None
+            return 0.0
+        available = self.gate_remaining - (sent_total - self.gate_at_sent)
+        if available >= min(cost, 1.0 if self.name == "requests" else cost):
+            return 0.0
+        return (self.gate_until - now) if self.gate_until is not None else _POLL_S
+
+    def _trim(self, now: float, window: float) -> None:
+        longest = max((w for _, w in self.windows()), default=window)
+        while self.log and self.log[0][0] <= now - longest:
+            self.log.popleft()
+
+    def take(self, cost: float, now: float, seq: int, fallback: float | None) -> None:
+        """Spend `cost` units now."""
+        if self.rate(fallback) is not None:
+            self.level -= cost
+        if self.windows():
+            self.log.append([now, cost, seq])
+
+    def refund(self, seq: int, estimated: float, used: float) -> None:
+        """Correct an estimate with the real usage."""
+        delta = estimated - used
+        self.level += delta
+        for entry in reversed(self.log):
+            if entry[2] == seq:
+                entry[1] = max(0.0, entry[1] - delta)
+                break
+
+    def learn(self, quota: Quota, seq: int, sent_total: float, now: float) -> None:
+        """Take in what one answer said about this budget."""
+        long_window = quota.reset_s is not None and quota.reset_s > self.config.max_wait_s
+        if quota.limit is not None and quota.limit > 0:
+            if long_window and quota.window_s is None:
+                self.long_limit = quota.limit
+            else:
+                self.limit = quota.limit
+        if quota.window_s is not None and quota.window_s > 0:
+            self.window_s = quota.window_s
+        elif quota.reset_s is not None and not long_window and quota.limit is not None:
+            # The longest reset seen is the best lower bound on the window's length.
+            self.window_s = max(self.window_s or 0.0, quota.reset_s)
+        if quota.remaining is not None and seq >= self.gate_seq:
+            self.gate_seq = seq
+            self.gate_remaining = quota.remaining
+            self.gate_at_sent = sent_total
+            self.gate_until = _gate_until(quota, now)
+
+    def describe(self, now: float, fallback: float | None) -> dict[str, object]:
+        """This budget's state for status."""
+        rate = self.rate(fallback)
+        return {
+            "limit": self.limit,
+            "window_s": self.window_s,
+            "ceiling_per_min": self.ceiling_per_min,
+            "daily_limit": self.long_limit,
+            "remaining": self.gate_remaining,
+            "reset_in_s": None if self.gate_until is None else max(0.0, self.gate_until - now),
+            "pace_per_min": None if rate is None else rate * 60.0,
+        }
+
+
+def _gate_until(quota: Quota, now: float) -> float | None:
+    if quota.reset_s is None:
+        return None
+    if quota.reset_is_full and quota.limit and quota.remaining is not None:
+        # "Fully restored in T" refills steadily: the next unit frees after T / missing units.
+        missing = max(1.0, quota.limit - quota.remaining)
+        return now + quota.reset_s / missing
+    return now + quota.reset_s
+
+
+class AdaptiveLimiter:
+    """The runner's limiter; see the module docstring."""
+
+    def __init__(self, config: LimitConfig, clock: Clock) -> None:
+        self.config = config
+        self._clock = clock
+        self.requests = Budget("requests", config.rpm, config)
+        self.tokens = Budget("tokens", config.tpm, config)
+        self._lock = anyio.Lock()
+        self._seq = 0
+        self._sent_requests = 0
+        self._sent_tokens = 0
+        self._pause_until = 0.0
+        self._pause_reason = ""
+        self._headers_seen = False
+        self._aimd_rps = config.initial_rps
+        self.rate_limited_count = 0
+
+    def _fallback(self) -> float | None:
+        return None if self._headers_seen else self._aimd_rps
+
+    def _check_fits(self, tokens: int) -> None:
+        caps = [c for c in (self.tokens.limit, self.config.tpm) if c is not None]
+        if caps and tokens > min(caps):
+            raise TokensNeverFit(
+                f"needs about {tokens} tokens but the token budget is {min(caps):.0f} per window"
+            )
+
+    def _wait_s(self, tokens: int, now: float) -> tuple[float, str]:
+        waits = [
+            (self._pause_until - now, self._pause_reason or "paused"),
+            (self.requests.wait_s(1, now, self._sent_requests, self._fallback()), "request limit"),
+            (self.tokens.wait_s(tokens, now, self._sent_tokens, None), "token limit"),
+        ]
+        return max(waits, key=lambda pair: pair[0])
+
+    async def acquire(self, tokens: int) -> Permit:
+        """Wait until one request costing `tokens` may be sent."""
+        self._check_fits(tokens)
+        async with self._lock:
+            while True:
+                now = self._clock.monotonic()
+                wait, reason = self._wait_s(tokens, now)
+                if wait <= 0:
+                    return self._take(tokens, now)
+                if wait > self.config.max_wait_s:
+                    raise WaitTooLong(wait, reason)
+                await self._clock.sleep(min(wait, _POLL_S))
+
+    def _take(self, tokens: int, now: float) -> Permit:
+        self._seq += 1
+        self._sent_requests += 1
+        self._sent_tokens += tokens
+        self.requests.take(1, now, self._seq, self._fallback())
+        self.tokens.take(tokens, now, self._seq, None)
+        return Permit(self._seq, tokens, self._sent_requests, self._sent_tokens)
+
+    def settle(self, permit: Permit, info: RateLimitInfo, used_tokens: int | None) -> None:
+        """Learn from an answer's headers and its real token usage."""
+        now = self._clock.monotonic()
+        if info.requests is not None:
+            self._headers_seen = True
+            self.requests.learn(info.requests, permit.seq, permit.sent_requests, now)
+        if info.tokens is not None:
+            self.tokens.learn(info.tokens, permit.seq, permit.sent_tokens, now)
+        if used_tokens is not None and used_tokens < permit.tokens:
+            self.tokens.refund(permit.seq, permit.tokens, used_tokens)
+        if not self._headers_seen and self.rate_limited_count == 0:
+            # Slow start: with no headers and no 429 yet, the provider has said nothing about
+            # its limit, so grow geometrically until it does.
+            self._aimd_rps *= self.config.slow_start_factor
+        elif not self._headers_seen:
+            self._aimd_rps += self.config.aimd_increase_rps
+
+    def rate_limited(self, wait_s: float | None) -> None:
+        """A 429 arrived: hold every send for the wait and adapt."""
+        self.rate_limited_count += 1
+        if not self._headers_seen:
+            self._aimd_rps = max(0.05, self._aimd_rps * self.config.aimd_decrease)
+        self.pause(wait_s if wait_s is not None else 1.0, "rate limited (429)")
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Hold every send for `seconds`."""
+        until = self._clock.monotonic() + max(0.0, seconds)
+        if until > self._pause_until:
+            self._pause_until = until
+            self._pause_reason = reason
+
+    def snapshot(self) -> dict[str, object]:
+        """The limiter's state, for status displays."""
+        now = self._clock.monotonic()
+        paused = self._pause_until - now
+        return {
+            "requests": self.requests.describe(now, self._fallback()),
+            "tokens": self.tokens.describe(now, None),
+            "rate_limited": self.rate_limited_count,
+            "paused_for_s": max(0.0, paused),
+            "paused_reason": self._pause_reason if paused > 0 else None,
+            "learning": "headers" if self._headers_seen else "adaptive (no headers seen yet)",
+        }

@@ -1,0 +1,42 @@
+"""Keeping secrets out of logs, the database, result files and exception messages."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+REDACTED = "[REDACTED]"
+# Keys in the wild: sk-..., sk-selam-..., sk-proj-...; and any bearer credential.
+_PATTERNS = (
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
+    re.compile(r"(?i)(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace every known secret and anything shaped like a key or bearer token."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    text = _PATTERNS[0].sub(REDACTED, text)
+    for pattern in _PATTERNS[1:]:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that rewrites each record's message with secrets removed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the formatted message in place; never drop a record."""
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        return True

@@ -1,0 +1,39 @@
+"""The few statements that differ between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Insert, Update, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from runner.store.schema import jobs
+
+
+def insert_ignoring_duplicates(dialect_name: str) -> Insert:
+    """INSERT of jobs that skips rows whose (run_id, custom_id) already exists."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(jobs).on_conflict_do_nothing(
+            index_elements=["run_id", "custom_id"]
+        )
+    return sqlite.insert(jobs).on_conflict_do_nothing(index_elements=["run_id", "custom_id"])
+
+
+def claim_statement(
+    dialect_name: str, run_id: int, state: str, limit: int, now: float, values: dict[str, Any]
+) -> Update:
+    """Lease the oldest due jobs of one state; on PostgreSQL, skip rows other workers hold."""
+    due = (
+        select(jobs.c.id)
+        .where(jobs.c.run_id == run_id, jobs.c.state == state, jobs.c.next_attempt_at <= now)
+        .order_by(jobs.c.next_attempt_at, jobs.c.id)
+        .limit(limit)
+    )
+    if dialect_name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(jobs)
+        .where(jobs.c.id.in_(due))
+        .values(**values)
+        .returning(jobs.c.id, jobs.c.custom_id, jobs.c.body, jobs.c.attempts, jobs.c.est_tokens)
+    )

@@ -1,0 +1,91 @@
+"""Tables of the queue. Alembic migrations in `migrations/` create exactly this schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of its rowid; PostgreSQL wants BIGINT for
+# tables that may outgrow 2**31 rows.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("out_path", Text, nullable=False, unique=True),
+    Column("input_path", Text, nullable=False),
+    Column("input_digest", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # ingesting | ready
+    Column("total_jobs", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("active_s", Float, nullable=False, default=0.0),
+    # Results get a sequence number when recorded; the exporter's watermark says how far the
+    # results file reflects them and at which byte offset that prefix ends.
+    Column("next_seq", BigInteger, nullable=False, default=0),
+    Column("export_seq", BigInteger, nullable=False, default=0),
+    Column("export_offset", BigInteger, nullable=False, default=0),
+    Column("owner", Text),
+    Column("heartbeat_at", Float),
+    Column("stop_reason", Text),
+    Column("limits_json", Text),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("custom_id", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("metadata", LargeBinary),
+    Column("est_tokens", Integer, nullable=False, default=0),
+    # pending | running | retry | done | failed
+    Column("state", String(8), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", Float),
+    Column("status_code", Integer),
+    Column("request_id", Text),
+    Column("response", LargeBinary),
+    Column("error_code", Text),
+    Column("error_message", Text),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("done_seq", BigInteger),
+    Column("finished_at", Float),
+    UniqueConstraint("run_id", "custom_id", name="uq_jobs_run_custom_id"),
+    Index("ix_jobs_claim", "run_id", "state", "next_attempt_at", "id"),
+    Index("ix_jobs_done_seq", "run_id", "done_seq"),
+)
+
+attempt_errors = Table(
+    "attempt_errors",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("job_id", BigInteger, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status_code", Integer),
+    Column("code", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_attempt_errors_run", "run_id", "id"),
+)

@@ -1,0 +1,457 @@
+"""The queue on SQLAlchemy Core: SQLite (WAL, one connection per process) or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from runner.jobfile import Job
+from runner.store import dialect
+from runner.store.migrate import upgrade
+from runner.store.protocol import (
+    FINAL_STATES,
+    ClaimedJob,
+    Duplicate,
+    ErrorEntry,
+    Outcome,
+    ResultRow,
+    RunRecord,
+)
+from runner.store.schema import attempt_errors, jobs, runs
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def database_url(db: str) -> str:
+    """A SQLAlchemy async URL from a file path or a URL."""
+    if "://" not in db:
+        return f"sqlite+aiosqlite:///{Path(db).expanduser().resolve()}"
+    scheme, rest = db.split("://", 1)
+    drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+    drivers["postgres"] = drivers["postgresql"]
+    return f"{drivers.get(scheme, scheme)}://{rest}"
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so BEGIN IMMEDIATE is ours to send.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL with NORMAL survives a killed process; only power loss can drop the last commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the lock up front: a deferred transaction that upgrades to a write can
+        # fail with "database is locked" without waiting for the busy timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _run_record(row: Row[Any]) -> RunRecord:
+    m = row._mapping
+    return RunRecord(**{name: m[name] for name in RunRecord.__slots__})
+
+
+@asynccontextmanager
+async def open_store(db: str, migrate: bool = True) -> AsyncIterator[SqlStore]:
+    """Open (and by default migrate) the database behind `db`; dispose of it on exit."""
+    url = database_url(db)
+    if url.startswith("sqlite"):
+        if not url.endswith(":memory:"):
+            Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=600)
+        _configure_sqlite(engine)
+    else:
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    try:
+        if migrate:
+            await upgrade(engine)
+        yield SqlStore(engine)
+    finally:
+        await engine.dispose()
+
+
+class SqlStore:
+    """`Store` on an async SQLAlchemy engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    async def find_run(self, out_path: str) -> RunRecord | None:
+        """The run bound to a results path, if any."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.out_path == out_path))).first()
+        return _run_record(row) if row else None
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        """A run by id."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+        return _run_record(row) if row else None
+
+    async def list_runs(self) -> list[RunRecord]:
+        """Every run, newest first."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(runs).order_by(runs.c.id.desc()))).all()
+        return [_run_record(r) for r in rows]
+
+    async def create_run(self, out_path: str, input_path: str, digest: str, now: float) -> int:
+        """Create an empty run in the ingesting state; return its id."""
+        values = dict(
+            out_path=out_path,
+            input_path=input_path,
+            input_digest=digest,
+            state="ingesting",
+            created_at=now,
+            updated_at=now,
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(runs).values(**values).returning(runs.c.id))
+            return int(result.scalar_one())
+
+    async def delete_run(self, run_id: int) -> None:
+        """Remove a run and all of its jobs."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(attempt_errors).where(attempt_errors.c.run_id == run_id))
+            await conn.execute(delete(jobs).where(jobs.c.run_id == run_id))
+            await conn.execute(delete(runs).where(runs.c.id == run_id))
+
+    async def add_jobs(self, run_id: int, batch: Sequence[Job]) -> list[Duplicate]:
+        """Insert jobs; report those whose custom_id the run already has (not inserted)."""
+        rows = [
+            dict(
+                run_id=run_id,
+                line=j.line,
+                custom_id=j.custom_id,
+                body=j.body,
+                metadata=j.metadata,
+                est_tokens=j.est_tokens,
+                state="pending",
+                attempts=0,
+                next_attempt_at=0.0,
+                prompt_tokens=0,
+                completion_tokens=0,
+            )
+            for j in batch
+        ]
+        stmt = dialect.insert_ignoring_duplicates(self._dialect)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt, rows)
+            if result.rowcount == len(rows):
+                return []
+            return await self._duplicates(conn, run_id, batch)
+
+    async def _duplicates(self, conn: Any, run_id: int, batch: Sequence[Job]) -> list[Duplicate]:
+        ids = [j.custom_id for j in batch]
+        query = select(jobs.c.custom_id, jobs.c.line).where(
+            jobs.c.run_id == run_id, jobs.c.custom_id.in_(ids)
+        )
+        stored = {cid: line for cid, line in (await conn.execute(query)).all()}
+        return [
+            Duplicate(j.custom_id, j.line, stored[j.custom_id])
+            for j in batch
+            if stored.get(j.custom_id, j.line) != j.line
+        ]
+
+    async def mark_ingested(self, run_id: int, total_jobs: int, digest: str, now: float) -> None:
+        """Declare the job list complete."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(state="ready", total_jobs=total_jobs, input_digest=digest, updated_at=now)
+            )
+
+    async def take_ownership(
+        self, run_id: int, owner: str, expected: str | None, now: float
+    ) -> bool:
+        """Become the run's owner if its owner is still `expected` (compare and set)."""
+        current = runs.c.owner.is_(None) if expected is None else runs.c.owner == expected
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, current)
+                .values(owner=owner, heartbeat_at=now, stop_reason=None, finished_at=None)
+            )
+            return bool(result.rowcount == 1)
+
+    async def heartbeat(self, run_id: int, owner: str, now: float, limits_json: str) -> None:
+        """Prove the owner is alive and publish the limiter's state for `status`."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.owner == owner)
+                .values(heartbeat_at=now, limits_json=limits_json)
+            )
+
+    async def release(
+        self, run_id: int, owner: str, now: float, active_s: float, stop_reason: str | None
+    ) -> None:
+        """Give up ownership, adding this process's active time and why it stopped."""
+        finished = now if stop_reason is None else None
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.owner == owner)
+                .values(
+                    owner=None,
+                    heartbeat_at=None,
+                    updated_at=now,
+                    active_s=runs.c.active_s + active_s,
+                    stop_reason=stop_reason,
+                    finished_at=finished,
+                )
+            )
+
+    async def requeue_running(self, run_id: int) -> int:
+        """Put every leased job back in the queue (their process is gone); return how many."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.run_id == run_id, jobs.c.state == "running")
+                .values(state="pending", lease_owner=None, lease_expires_at=None)
+            )
+            return int(result.rowcount)
+
+    async def claim(
+        self, run_id: int, owner: str, limit: int, now: float, lease_s: float
+    ) -> list[ClaimedJob]:
+        """Lease up to `limit` jobs that are due: waiting retries first, then pending jobs."""
+        values = dict(state="running", lease_owner=owner, lease_expires_at=now + lease_s)
+        claimed: list[ClaimedJob] = []
+        async with self.engine.begin() as conn:
+            for state in ("retry", "pending"):
+                want = limit - len(claimed)
+                if want <= 0:
+                    break
+                stmt = dialect.claim_statement(self._dialect, run_id, state, want, now, values)
+                rows = (await conn.execute(stmt)).all()
+                claimed.extend(ClaimedJob(*row) for row in rows)
+        claimed.sort(key=lambda job: job.id)
+        return claimed
+
+    async def record(
+        self,
+        run_id: int,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        now: float,
+        watermark: tuple[int, int] | None,
+    ) -> None:
+        """Save attempt outcomes (and the exporter's watermark) in one transaction."""
+        async with self.engine.begin() as conn:
+            finals = [o for o in outcomes if o.state in FINAL_STATES]
+            if finals:
+                bump = (
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(next_seq=runs.c.next_seq + len(finals), updated_at=now)
+                    .returning(runs.c.next_seq)
+                )
+                last = int((await conn.execute(bump)).scalar_one())
+                first = last - len(finals) + 1
+                await conn.execute(_FINAL_UPDATE, _final_params(finals, first, owner, now))
+            retries = [o for o in outcomes if o.state not in FINAL_STATES]
+            if retries:
+                await conn.execute(_REQUEUE_UPDATE, _requeue_params(retries, owner))
+            errors = _error_rows(run_id, outcomes, now)
+            if errors:
+                await conn.execute(insert(attempt_errors), errors)
+            if watermark is not None:
+                await conn.execute(_watermark_update(run_id, *watermark))
+
+    async def results_after(self, run_id: int, seq: int, limit: int) -> list[ResultRow]:
+        """Final results with a sequence number above `seq`, in sequence order."""
+        query = (
+            select(
+                jobs.c.done_seq,
+                jobs.c.id,
+                jobs.c.custom_id,
+                jobs.c.state,
+                jobs.c.status_code,
+                jobs.c.request_id,
+                jobs.c.response,
+                jobs.c.error_code,
+                jobs.c.error_message,
+                jobs.c.metadata,
+            )
+            .where(jobs.c.run_id == run_id, jobs.c.done_seq > seq)
+            .order_by(jobs.c.done_seq)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ResultRow(*tuple(row)) for row in rows]
+
+    async def set_watermark(self, run_id: int, seq: int, offset: int) -> None:
+        """Record how far the results file reflects the database."""
+        async with self.engine.begin() as conn:
+            await conn.execute(_watermark_update(run_id, seq, offset))
+
+    async def next_due(self, run_id: int) -> float | None:
+        """When the earliest waiting retry is due, if any job waits."""
+        query = select(func.min(jobs.c.next_attempt_at)).where(
+            jobs.c.run_id == run_id, jobs.c.state == "retry"
+        )
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return float(value) if value is not None else None
+
+    async def has_open_jobs(self, run_id: int) -> bool:
+        """Whether any job is pending, waiting to retry or leased."""
+        async with self.engine.connect() as conn:
+            for state in ("pending", "retry", "running"):
+                query = select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == state)
+                if (await conn.execute(query.limit(1))).first() is not None:
+                    return True
+        return False
+
+    async def counts(self, run_id: int) -> dict[str, int]:
+        """Jobs per state."""
+        query = (
+            select(jobs.c.state, func.count()).where(jobs.c.run_id == run_id).group_by(jobs.c.state)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {state: int(n) for state, n in rows}
+
+    async def usage(self, run_id: int) -> tuple[int, int]:
+        """Prompt and completion tokens used by the run so far."""
+        query = select(
+            func.coalesce(func.sum(jobs.c.prompt_tokens), 0),
+            func.coalesce(func.sum(jobs.c.completion_tokens), 0),
+        ).where(jobs.c.run_id == run_id)
+        async with self.engine.connect() as conn:
+            prompt, completion = (await conn.execute(query)).one()
+        return int(prompt), int(completion)
+
+    async def recent_errors(self, run_id: int, limit: int) -> list[ErrorEntry]:
+        """The newest attempt errors: (at, status, code, message)."""
+        t = attempt_errors
+        query = (
+            select(t.c.at, t.c.status_code, t.c.code, t.c.message)
+            .where(t.c.run_id == run_id)
+            .order_by(t.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(float(a), s, c, m) for a, s, c, m in rows]
+
+
+_FINAL_UPDATE = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.lease_owner == bindparam("b_owner"),
+        jobs.c.state == "running",
+    )
+    .values(
+        state=bindparam("b_state"),
+        attempts=jobs.c.attempts + 1,
+        status_code=bindparam("b_status"),
+        request_id=bindparam("b_request_id"),
+        response=bindparam("b_response"),
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        prompt_tokens=jobs.c.prompt_tokens + bindparam("b_prompt"),
+        completion_tokens=jobs.c.completion_tokens + bindparam("b_completion"),
+        done_seq=bindparam("b_seq"),
+        finished_at=bindparam("b_now"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+_REQUEUE_UPDATE = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.lease_owner == bindparam("b_owner"),
+        jobs.c.state == "running",
+    )
+    .values(
+        state=bindparam("b_state"),
+        attempts=jobs.c.attempts + bindparam("b_spent"),
+        next_attempt_at=bindparam("b_at"),
+        # A job handed back unsent keeps the last error it had.
+        status_code=func.coalesce(bindparam("b_status"), jobs.c.status_code),
+        error_code=func.coalesce(bindparam("b_error_code"), jobs.c.error_code),
+        error_message=func.coalesce(bindparam("b_error_message"), jobs.c.error_message),
+        prompt_tokens=jobs.c.prompt_tokens + bindparam("b_prompt"),
+        completion_tokens=jobs.c.completion_tokens + bindparam("b_completion"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+
+def _final_params(
+    finals: Sequence[Outcome], first_seq: int, owner: str, now: float
+) -> list[dict[str, Any]]:
+    return [
+        dict(
+            b_id=o.job_id,
+            b_owner=owner,
+            b_state=o.state,
+            b_status=o.status_code,
+            b_request_id=o.request_id,
+            b_response=o.response,
+            b_error_code=o.error_code,
+            b_error_message=o.error_message,
+            b_prompt=o.prompt_tokens,
+            b_completion=o.completion_tokens,
+            b_seq=first_seq + i,
+            b_now=now,
+        )
+        for i, o in enumerate(finals)
+    ]
+
+
+def _requeue_params(outcomes: Sequence[Outcome], owner: str) -> list[dict[str, Any]]:
+    return [
+        dict(
+            b_id=o.job_id,
+            b_owner=owner,
+            b_state=o.state,
+            b_spent=1 if o.state == "retry" else 0,
+            b_at=o.retry_at,
+            b_status=o.status_code,
+            b_error_code=o.error_code,
+            b_error_message=o.error_message,
+            b_prompt=o.prompt_tokens,
+            b_completion=o.completion_tokens,
+        )
+        for o in outcomes
+    ]
+
+
+def _error_rows(run_id: int, outcomes: Sequence[Outcome], now: float) -> list[dict[str, Any]]:
+    return [
+        dict(
+            run_id=run_id,
+            job_id=o.job_id,
+            at=now,
+            status_code=o.status_code,
+            code=o.error_code,
+            message=o.error_message or "",
+        )
+        for o in outcomes
+        if o.error_code and o.state in ("retry", "failed")
+    ]
+
+
+def _watermark_update(run_id: int, seq: int, offset: int) -> Any:
+    return update(runs).where(runs.c.id == run_id).values(export_seq=seq, export_offset=offset)
