@@ -86,7 +86,7 @@ class LimitConfig:
     window_margin: float = 0.03
     initial_rps: float = 1.0
     max_wait_s: float = 120.0
-    slow_start_factor: float = 1.1
+    slow_start_factor: float = 1.25
     aimd_increase_rps: float = 0.02
     aimd_decrease: float = 0.8
 

@@ -1,0 +1,125 @@
+"""The command line as a user runs it: a subprocess against the emulator on loopback."""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from tests.support import (
+    RUNNER_CMD,
+    TEST_KEY,
+    batch_line,
+    chat_body,
+    cli_env,
+    emulator,
+    read_results,
+    write_jsonl,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def _run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    result = await anyio.run_process([*RUNNER_CMD, *args], env=env, cwd=cwd, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_sigkill_at_random_moments_then_rerun_leaves_exactly_one_line_per_job(
+    tmp_path: Path,
+) -> None:
+    """Killed with SIGKILL at least five times mid-run, re-runs end with one line per job."""
+    jobs = write_jsonl(
+        tmp_path / "jobs.jsonl",
+        [batch_line(f"job-{i:04}", chat_body(f"question {i}")) for i in range(400)],
+    )
+    out = tmp_path / "jobs.results.jsonl"
+    args = ["run", str(jobs), "--db", str(tmp_path / "r.db"), "--concurrency", "8"]
+    rng = random.Random(20261203)
+    async with emulator(latency_ms=20) as (emu, target):
+        env = cli_env(target.base_url)
+        kills = 0
+        progress: list[int] = []
+        while kills < 6:
+            process: Process = await anyio.open_process([*RUNNER_CMD, *args], env=env, cwd=tmp_path)
+            async with process:
+                await anyio.sleep(rng.uniform(0.6, 1.5))
+                if process.returncode is None:
+                    process.send_signal(signal.SIGKILL)
+                    kills += 1
+                await process.wait()
+            if out.exists():
+                progress.append(len(read_results(out)))  # complete, valid lines at each kill
+        code, stdout, stderr = await _run_cli(args, env, tmp_path)
+    assert code == 0, stderr
+    lines = read_results(out)
+    ids = [line["custom_id"] for line in lines]
+    assert len(ids) == len(set(ids)) == 400
+    assert all(line["error"] is None for line in lines)
+    assert kills >= 5
+    # The kills landed mid-run: some lines existed before the end, and not all of them.
+    assert any(0 < n < 400 for n in progress), progress
+    assert emu.stats.requests >= 400
+
+
+async def test_wrong_key_exits_4_after_few_requests_and_key_is_in_no_file(
+    tmp_path: Path,
+) -> None:
+    """A refused key stops the run (exit 4) within `--concurrency` requests; no file holds it."""
+    jobs = write_jsonl(
+        tmp_path / "jobs.jsonl", [batch_line(f"j{i}", chat_body(f"q {i}")) for i in range(50)]
+    )
+    wrong_key = "sk-selam-WRONG-9f8e7d6c5b4a39281706"
+    args = ["run", str(jobs), "--db", str(tmp_path / "r.db"), "--concurrency", "4",
+            "--log-level", "debug"]
+    async with emulator() as (emu, target):
+        code, stdout, stderr = await _run_cli(args, cli_env(target.base_url, wrong_key), tmp_path)
+    assert code == 4, stderr
+    assert "refused the key" in stdout + stderr
+    assert 1 <= emu.stats.requests <= 4
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("r.db") for p in written)
+    for path in written:
+        assert wrong_key.encode() not in path.read_bytes(), path
+    assert wrong_key not in stdout + stderr
+    assert TEST_KEY not in stdout + stderr
+
+
+async def test_malformed_line_exits_2_naming_the_line(tmp_path: Path) -> None:
+    """A bad line: exit 2, file and line named, nothing sent."""
+    jobs = write_jsonl(
+        tmp_path / "jobs.jsonl", [batch_line("ok", chat_body("fine")), '{"custom_id": "x",']
+    )
+    async with emulator() as (emu, target):
+        code, _, stderr = await _run_cli(["run", str(jobs)], cli_env(target.base_url), tmp_path)
+    assert code == 2
+    assert f"{jobs}:2: not valid JSON" in stderr
+    assert emu.stats.requests == 0
+
+
+async def test_no_key_and_no_mock_exits_2_saying_how_to_set_one(tmp_path: Path) -> None:
+    """Without a key the run refuses to start and tells the user what to set."""
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [batch_line("a", chat_body("x"))])
+    env = cli_env("http://127.0.0.1:9/v1")
+    del env["SELAM_API_KEY"]
+    code, _, stderr = await _run_cli(["run", str(jobs)], env, tmp_path)
+    assert code == 2
+    assert "SELAM_API_KEY" in stderr and "--mock" in stderr
+
+
+async def test_mock_run_of_bundled_example_completes_every_job(tmp_path: Path) -> None:
+    """`runner run jobs/example.jsonl --mock` (what `make run` does) ends with every job done."""
+    example = Path(__file__).resolve().parents[1] / "jobs" / "example.jsonl"
+    jobs = tmp_path / "example.jsonl"
+    jobs.write_bytes(example.read_bytes())
+    env = cli_env("http://127.0.0.1:9/v1")
+    del env["SELAM_API_KEY"]
+    code, stdout, stderr = await _run_cli(["run", str(jobs), "--mock"], env, tmp_path)
+    assert code == 0, stderr
+    count = sum(1 for line in example.read_bytes().splitlines() if line.strip())
+    assert f"{count} done, 0 failed" in stdout
+    assert len(read_results(tmp_path / "example.results.jsonl")) == count
