@@ -51,9 +51,7 @@ async def emulator(**settings: Any) -> AsyncIterator[tuple[Emulator, ApiTarget]]
         yield emu, ApiTarget(base_url, TEST_KEY, mock=False)
 
 
-async def run(
-    jobs: Path, target: ApiTarget, tmp_path: Path, **options: Any
-) -> RunReport:
+async def run(jobs: Path, target: ApiTarget, tmp_path: Path, **options: Any) -> RunReport:
     """Run a job file through the real engine with a SQLite file in tmp_path."""
     options.setdefault("db", str(tmp_path / "runner.db"))
     out = options.pop("out", None) or RunOptions.default_out_path(jobs)

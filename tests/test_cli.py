@@ -54,7 +54,7 @@ async def test_sigkill_at_random_moments_then_rerun_leaves_exactly_one_line_per_
                 await process.wait()
             if out.exists():
                 progress.append(len(read_results(out)))  # complete, valid lines at each kill
-        code, stdout, stderr = await _run_cli(args, env, tmp_path)
+        code, _, stderr = await _run_cli(args, env, tmp_path)
     assert code == 0, stderr
     lines = read_results(out)
     ids = [line["custom_id"] for line in lines]
@@ -74,8 +74,16 @@ async def test_wrong_key_exits_4_after_few_requests_and_key_is_in_no_file(
         tmp_path / "jobs.jsonl", [batch_line(f"j{i}", chat_body(f"q {i}")) for i in range(50)]
     )
     wrong_key = "sk-selam-WRONG-9f8e7d6c5b4a39281706"
-    args = ["run", str(jobs), "--db", str(tmp_path / "r.db"), "--concurrency", "4",
-            "--log-level", "debug"]
+    args = [
+        "run",
+        str(jobs),
+        "--db",
+        str(tmp_path / "r.db"),
+        "--concurrency",
+        "4",
+        "--log-level",
+        "debug",
+    ]
     async with emulator() as (emu, target):
         code, stdout, stderr = await _run_cli(args, cli_env(target.base_url, wrong_key), tmp_path)
     assert code == 4, stderr

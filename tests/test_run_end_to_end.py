@@ -18,7 +18,7 @@ pytestmark = pytest.mark.anyio
 async def test_batch_and_bare_lines_both_run_with_ids_and_metadata(
     tmp_path: Path, write_jobs: Callable[..., Path]
 ) -> None:
-    """OpenAI Batch lines and bare bodies in one file: one result line each, ids and metadata kept."""
+    """Batch lines and bare bodies in one file: one result line each, ids and metadata kept."""
     same = chat_body("identical body")
     jobs = write_jobs(
         [
@@ -142,11 +142,15 @@ async def test_bom_crlf_and_blank_lines_run_fine(
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
-        (['{"model": "m", "messages": [{"role": "user", "content": "ok"}]}', "{not json"],
-         r"jobs\.jsonl:2: not valid JSON"),
+        (
+            ['{"model": "m", "messages": [{"role": "user", "content": "ok"}]}', "{not json"],
+            r"jobs\.jsonl:2: not valid JSON",
+        ),
         (['{"model": "m"}'], r"jobs\.jsonl:1: body has no messages"),
-        ([batch_line("dup", chat_body("a")), batch_line("dup", chat_body("b"))],
-         r"jobs\.jsonl:2: duplicate custom_id 'dup' \(first on line 1\)"),
+        (
+            [batch_line("dup", chat_body("a")), batch_line("dup", chat_body("b"))],
+            r"jobs\.jsonl:2: duplicate custom_id 'dup' \(first on line 1\)",
+        ),
     ],
     ids=["malformed-json", "no-messages", "duplicate-custom-id"],
 )
@@ -170,7 +174,9 @@ async def test_duplicate_across_insert_batches_is_found(
     lines.append(batch_line("id-7", chat_body("again")))
     jobs = write_jobs(lines)
     async with emulator() as (emu, target):
-        with pytest.raises(InputError, match=r":4501: duplicate custom_id 'id-7' \(first on line 8\)"):
+        with pytest.raises(
+            InputError, match=r":4501: duplicate custom_id 'id-7' \(first on line 8\)"
+        ):
             await run(jobs, target, tmp_path)
     assert emu.stats.requests == 0
 
