@@ -11,7 +11,7 @@ Each budget (requests, tokens) combines three gates, and a send waits for all of
 
 Limits are learned from every response's headers (not once); `--rpm` / `--tpm` are ceilings the
 learner never exceeds. With no headers at all the request rate adapts to 429s (additive increase,
-multiplicative decrease). Every wait comes from the injected clock.
+multiplicative decrease, see adaptive_rate). Every wait comes from the injected clock.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Protocol
 
 import anyio
 
+from runner.adaptive_rate import AdaptiveRate
 from runner.clock import Clock
 from runner.ratelimit_headers import Quota, RateLimitInfo
 
@@ -86,9 +87,6 @@ class LimitConfig:
     window_margin: float = 0.03
     initial_rps: float = 1.0
     max_wait_s: float = 120.0
-    slow_start_factor: float = 1.25
-    aimd_increase_rps: float = 0.02
-    aimd_decrease: float = 0.8
 
 
 @dataclass
@@ -127,7 +125,13 @@ class Budget:
         return min(rates)
 
     def capacity(self, rate: float) -> float:
-        """The bucket's size: a few seconds' worth, at least one request."""
+        """The bucket's size: a few seconds' worth, at least one request.
+
+        With no known window there is no send log to stop a burst from overfilling the
+        provider's window after a pause, so sends are strictly paced instead.
+        """
+        if not self.windows():
+            return 1.0
         return max(1.0, rate * self.config.burst_s)
 
     def wait_s(self, cost: float, now: float, sent_total: float, fallback: float | None) -> float:
@@ -261,11 +265,11 @@ class AdaptiveLimiter:
         self._pause_until = 0.0
         self._pause_reason = ""
         self._headers_seen = False
-        self._aimd_rps = config.initial_rps
+        self._blind = AdaptiveRate(rps=config.initial_rps)
         self.rate_limited_count = 0
 
     def _fallback(self) -> float | None:
-        return None if self._headers_seen else self._aimd_rps
+        return None if self._headers_seen else self._blind.rps
 
     def _check_fits(self, tokens: int) -> None:
         caps = [c for c in (self.tokens.limit, self.config.tpm) if c is not None]
@@ -313,18 +317,14 @@ class AdaptiveLimiter:
             self.tokens.learn(info.tokens, permit.seq, permit.sent_tokens, now)
         if used_tokens is not None and used_tokens < permit.tokens:
             self.tokens.refund(permit.seq, permit.tokens, used_tokens)
-        if not self._headers_seen and self.rate_limited_count == 0:
-            # Slow start: with no headers and no 429 yet, the provider has said nothing about
-            # its limit, so grow geometrically until it does.
-            self._aimd_rps *= self.config.slow_start_factor
-        elif not self._headers_seen:
-            self._aimd_rps += self.config.aimd_increase_rps
+        if not self._headers_seen:
+            self._blind.success(now)
 
     def rate_limited(self, wait_s: float | None) -> None:
         """A 429 arrived: hold every send for the wait and adapt."""
         self.rate_limited_count += 1
         if not self._headers_seen:
-            self._aimd_rps = max(0.05, self._aimd_rps * self.config.aimd_decrease)
+            self._blind.rate_limited(self._clock.monotonic())
         self.pause(wait_s if wait_s is not None else 1.0, "rate limited (429)")
 
     def pause(self, seconds: float, reason: str) -> None:

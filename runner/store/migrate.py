@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,11 +24,24 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Alembic's `context` in env.py is a module-level proxy, so two upgrades interleaving on one
+# event loop would run against each other's connection; this lock serialises them.
+_UPGRADE_LOCK = anyio.Lock()
+
+
+def _is_current(connection: Connection) -> bool:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return MigrationContext.configure(connection).get_current_revision() == head
+
+
 def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
 async def upgrade(engine: AsyncEngine) -> None:
-    """Apply every pending migration in one transaction."""
-    async with engine.begin() as conn:
+    """Apply every pending migration in one transaction (a cheap check when there is none)."""
+    async with engine.connect() as conn:
+        if await conn.run_sync(_is_current):
+            return
+    async with _UPGRADE_LOCK, engine.begin() as conn:
         await conn.run_sync(_upgrade)
