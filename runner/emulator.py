@@ -22,7 +22,8 @@ counts code points. reply = "Echo: " + the first 200 chars of the last user mess
 
 Scripting, for tests: the last user message may hold `[emulate OPTION ...]`, options separated
 by spaces. `status=500,200`: the k-th admitted arrival of this exact body (sha256 of its
-canonical JSON) gets the k-th status, the last one repeating. `quota`: 429 insufficient_quota.
+canonical JSON) gets the k-th status, the last one repeating; a step `quota` is the
+insufficient_quota 429 (`status=quota,200`). `quota`: always 429 insufficient_quota.
 `error200`: 200 with an error body (one SSE error event when streaming). `delay_ms=N`: extra
 latency. `truncate_stream`: the SSE stream stops after the content, with neither finish chunk
 nor `[DONE]`. `retry_after=N`: Retry-After of a scripted 429/503 (default 1). Anything else: 400.
@@ -201,7 +202,13 @@ def parse_script(text: str) -> Script:
     return Script(statuses, quota, error200, delay_ms, truncate, retry_after_s)
 
 
+# `status=quota,200`: the insufficient_quota 429 as one step of a scripted sequence.
+_QUOTA_STEP = 0
+
+
 def _script_status(text: str) -> int:
+    if text == "quota":
+        return _QUOTA_STEP
     status = int(text)
     if status != 200 and not 400 <= status <= 599:
         raise ValueError(f"[emulate] status must be 200 or 400-599, got {status}")
@@ -441,7 +448,8 @@ class Emulator:
     async def _reply(self, request: web.Request, chat: ChatRequest) -> web.StreamResponse:
         """Answer an admitted request: scripted outcome, else `fail_rate`, else a completion."""
         script = chat.script
-        if script.quota:
+        status = self._pick_status(chat)
+        if script.quota or status == _QUOTA_STEP:
             raise ApiError(429, "insufficient_quota", "insufficient_quota", _QUOTA_MESSAGE)
         headers = self._limit_headers()
         if script.error200:
@@ -450,7 +458,6 @@ class Emulator:
                 # A stream that fails after its 200 went out: one error event, no [DONE].
                 return await _send_sse(request, headers, [error.body()], done=False)
             return _json(200, error.body(), headers)
-        status = self._pick_status(chat)
         if status != 200:
             default = 1 if self.config.retry_after else None
             retry_after = script.retry_after_s if script.retry_after_s is not None else default
