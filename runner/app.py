@@ -13,7 +13,7 @@ from runner.config import Environment, RunOptions
 from runner.emulator import EmulatorConfig, serve_emulator
 from runner.engine import Engine, EngineConfig, RunStats
 from runner.ingest import prepare_run
-from runner.limits import AdaptiveLimiter, LimitConfig
+from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
 from runner.retry import RetryPolicy
 from runner.store.protocol import RunRecord
 from runner.store.sql import open_store
@@ -73,9 +73,12 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             max_connections=options.concurrency,
         )
         transport = await stack.enter_async_context(AiohttpTransport(client))
-        limiter = AdaptiveLimiter(
-            LimitConfig(rpm=options.rpm, tpm=options.tpm, max_wait_s=options.max_wait_s), clock
+        limits = LimitConfig(
+            rpm=options.rpm, tpm=options.tpm, rpd=options.rpd, max_wait_s=options.max_wait_s
         )
+        limiter = AdaptiveLimiter(limits, clock)
+        if options.rpd is not None:
+            limiter.seed_sends(await store.sent_since(clock.time() - DAY_S))
         attempt = Attempt(
             transport,
             limiter,

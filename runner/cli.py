@@ -111,6 +111,12 @@ def main() -> None:
     "--tpm", type=click.FloatRange(min=1), default=None, help="Ceiling on tokens per minute."
 )
 @click.option(
+    "--rpd",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Requests per day your plan allows (counted across runs in this database).",
+)
+@click.option(
     "--max-wait",
     "max_wait_s",
     type=click.FloatRange(1),

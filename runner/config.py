@@ -68,6 +68,7 @@ class RunOptions:
     max_wait_s: float = 120.0
     rpm: float | None = None
     tpm: float | None = None
+    rpd: float | None = None
     restart: bool = False
     max_line_bytes: int = 10 * 1024 * 1024
 

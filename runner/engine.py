@@ -108,6 +108,7 @@ class Engine:
         self._changed = anyio.Event()
         self._senders: anyio.CancelScope | None = None
         self._rng = random.Random()
+        self._started = clock.monotonic()
 
     async def _take_ownership(self) -> None:
         now = self.clock.time()
@@ -124,7 +125,7 @@ class Engine:
     async def execute(self) -> RunStats:
         """Drain the run; return what happened. Raises RunLockedError if another process owns it."""
         await self._take_ownership()
-        started = self.clock.monotonic()
+        started = self._started = self.clock.monotonic()
         try:
             await self.store.requeue_running(self.run.id)
             self.results.open(self.run.export_seq, self.run.export_offset)
@@ -142,6 +143,7 @@ class Engine:
         await self.store.set_watermark(self.run.id, seq, offset)
         self.results.close()
         self.stats.lines_written = self.results.lines_written
+        await self.store.heartbeat(self.run.id, self.owner, self.clock.time(), self._snapshot())
         stop = self.stats.stop
         reason = None if stop is None else stop.reason
         await self.store.release(
@@ -264,22 +266,28 @@ class Engine:
 
     # -- services -------------------------------------------------------------------------
 
+    def _snapshot(self) -> str:
+        """The limiter's state plus throughput so far, as JSON for `runner status`."""
+        snapshot = self.attempt.limiter.snapshot()
+        snapshot["at"] = self.clock.time()
+        minutes = max(1e-9, (self.clock.monotonic() - self._started) / 60.0)
+        stats = self.stats
+        snapshot["stats"] = {
+            "sent": self.attempt.sent,
+            "done": stats.done,
+            "failed": stats.failed,
+            "retried": stats.retried,
+            "requests_per_min": self.attempt.sent / minutes,
+            "tokens_per_min": (stats.prompt_tokens + stats.completion_tokens) / minutes,
+        }
+        return orjson.dumps(snapshot, default=_json_default).decode()
+
     async def _heartbeat(self) -> None:
         while True:
             await anyio.sleep(HEARTBEAT_S)
-            snapshot = self.attempt.limiter.snapshot()
-            snapshot["stats"] = {
-                "sent": self.attempt.sent,
-                "done": self.stats.done,
-                "failed": self.stats.failed,
-                "retried": self.stats.retried,
-            }
             with anyio.CancelScope(shield=True):
                 await self.store.heartbeat(
-                    self.run.id,
-                    self.owner,
-                    self.clock.time(),
-                    orjson.dumps(snapshot, default=_json_default).decode(),
+                    self.run.id, self.owner, self.clock.time(), self._snapshot()
                 )
 
     async def _watch_signals(self) -> None:

@@ -16,7 +16,7 @@ multiplicative decrease, see adaptive_rate). Every wait comes from the injected 
 
 from __future__ import annotations
 
-from collections import deque
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,8 +25,10 @@ import anyio
 from runner.adaptive_rate import AdaptiveRate
 from runner.clock import Clock
 from runner.ratelimit_headers import Quota, RateLimitInfo
+from runner.sendlog import SendLog
 
 DEFAULT_WINDOW_S = 60.0
+DAY_S = 86_400.0
 _POLL_S = 0.25
 
 
@@ -83,6 +85,7 @@ class LimitConfig:
 
     rpm: float | None = None
     tpm: float | None = None
+    rpd: float | None = None
     burst_s: float = 2.0
     window_margin: float = 0.03
     initial_rps: float = 1.0
@@ -100,7 +103,8 @@ class Budget:
     window_s: float | None = None
     level: float = 0.0
     stamp: float | None = None
-    log: deque[list[float]] = field(default_factory=deque)  # [sent_at, cost, seq]
+    daily_cap: float | None = None
+    log: SendLog = field(default_factory=SendLog)
     gate_remaining: float | None = None
     gate_at_sent: float = 0.0
     gate_seq: int = -1
@@ -115,11 +119,13 @@ class Budget:
             pairs.append((self.limit, (self.window_s or DEFAULT_WINDOW_S) * stretch))
         if self.ceiling_per_min is not None:
             pairs.append((self.ceiling_per_min, 60.0 * stretch))
+        if self.daily_cap is not None:
+            pairs.append((self.daily_cap, DAY_S))
         return pairs
 
     def rate(self, fallback: float | None) -> float | None:
         """Units per second to pace at; None means unpaced."""
-        rates = [limit / window for limit, window in self.windows()]
+        rates = [limit / window for limit, window in self.windows() if window < DAY_S]
         if not rates:
             return fallback
         return min(rates)
@@ -159,21 +165,9 @@ class Budget:
         return max(0.0, (need - self.level) / rate)
 
     def _log_wait(self, cost: float, now: float) -> float:
-        wait = 0.0
-        for limit, window in self.windows():
-            self._trim(now, window)
-            used = sum(entry[1] for entry in self.log if entry[0] > now - window)
-            excess = used + cost - limit
-            if excess <= 0:
-                continue
-            for sent_at, entry_cost, _ in self.log:
-                if sent_at <= now - window:
-                    continue
-                excess -= entry_cost
-                if excess <= 0:
-                    wait = max(wait, sent_at + window - now)
-                    break
-        return wait
+        windows = self.windows()
+        self.log.keep_only({length for _, length in windows})
+        return max((self.log.wait_s(w, limit, cost, now) for limit, w in windows), default=0.0)
 
     def _gate_wait(self, cost: float, now: float, sent_total: float) -> float:
         if self.gate_remaining is None:
@@ -186,26 +180,19 @@ class Budget:
             return 0.0
         return (self.gate_until - now) if self.gate_until is not None else _POLL_S
 
-    def _trim(self, now: float, window: float) -> None:
-        longest = max((w for _, w in self.windows()), default=window)
-        while self.log and self.log[0][0] <= now - longest:
-            self.log.popleft()
-
     def take(self, cost: float, now: float, seq: int, fallback: float | None) -> None:
         """Spend `cost` units now."""
         if self.rate(fallback) is not None:
             self.level -= cost
-        if self.windows():
-            self.log.append([now, cost, seq])
+        windows = self.windows()
+        if windows:
+            self.log.append(now, cost, seq)
+            self.log.forget_before(now, max(length for _, length in windows))
 
     def refund(self, seq: int, estimated: float, used: float) -> None:
         """Correct an estimate with the real usage."""
-        delta = estimated - used
-        self.level += delta
-        for entry in reversed(self.log):
-            if entry[2] == seq:
-                entry[1] = max(0.0, entry[1] - delta)
-                break
+        self.level += estimated - used
+        self.log.correct(seq, used)
 
     def learn(self, quota: Quota, seq: int, sent_total: float, now: float) -> None:
         """Take in what one answer said about this budget."""
@@ -218,8 +205,9 @@ class Budget:
         if quota.window_s is not None and quota.window_s > 0:
             self.window_s = quota.window_s
         elif quota.reset_s is not None and not long_window and quota.limit is not None:
-            # The longest reset seen is the best lower bound on the window's length.
-            self.window_s = max(self.window_s or 0.0, quota.reset_s)
+            # The longest reset seen is the best lower bound on the window's length; rounded up
+            # to half seconds so jitter in the reported value does not re-key the send log.
+            self.window_s = max(self.window_s or 0.0, math.ceil(quota.reset_s * 2) / 2)
         if quota.remaining is not None and seq >= self.gate_seq:
             self.gate_seq = seq
             self.gate_remaining = quota.remaining
@@ -256,7 +244,7 @@ class AdaptiveLimiter:
     def __init__(self, config: LimitConfig, clock: Clock) -> None:
         self.config = config
         self._clock = clock
-        self.requests = Budget("requests", config.rpm, config)
+        self.requests = Budget("requests", config.rpm, config, daily_cap=config.rpd)
         self.tokens = Budget("tokens", config.tpm, config)
         self._lock = anyio.Lock()
         self._seq = 0
@@ -296,8 +284,23 @@ class AdaptiveLimiter:
                 if wait <= 0:
                     return self._take(tokens, now)
                 if wait > self.config.max_wait_s:
-                    raise WaitTooLong(wait, reason)
+                    raise WaitTooLong(wait, self._why_long(reason, now))
                 await self._clock.sleep(min(wait, _POLL_S))
+
+    def _why_long(self, reason: str, now: float) -> str:
+        rpd = self.config.rpd
+        if rpd is not None and self.requests.log.used(DAY_S, now) >= rpd:
+            return f"the daily request cap (--rpd {rpd:g}) is reached"
+        return reason
+
+    def seed_sends(self, sent_at: list[float]) -> None:
+        """Count earlier sends (wall-clock times, e.g. from other runs) against the daily cap."""
+        if self.config.rpd is None:
+            return
+        now_mono, now_wall = self._clock.monotonic(), self._clock.time()
+        for wall in sorted(sent_at):
+            if now_wall - wall < DAY_S:
+                self.requests.log.append(now_mono - (now_wall - wall), 1.0, 0)
 
     def _take(self, tokens: int, now: float) -> Permit:
         self._seq += 1

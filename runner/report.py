@@ -75,13 +75,17 @@ def _limits_lines(limits_json: str | None) -> list[str]:
         return []
     data: dict[str, Any] = orjson.loads(limits_json)
     lines = []
+    if data.get("at"):
+        lines.append("  limits as of " + time.strftime("%H:%M:%S", time.localtime(data["at"])))
     for name in ("requests", "tokens"):
         budget = data.get(name) or {}
         if budget.get("limit") is None and budget.get("ceiling_per_min") is None:
             continue
         window = budget.get("window_s") or 60.0
         pace = budget.get("pace_per_min")
-        text = f"  {name}: limit {budget.get('limit')} per {window:g}s"
+        limit = budget.get("limit")
+        shown = "unknown" if limit is None else f"{limit:g}"
+        text = f"  {name}: limit {shown} per {window:g}s"
         if budget.get("remaining") is not None:
             text += f", {budget['remaining']:g} remaining"
         if budget.get("reset_in_s") is not None:
@@ -92,6 +96,12 @@ def _limits_lines(limits_json: str | None) -> list[str]:
     lines.append(
         f"  answered 429: {data.get('rate_limited', 0)}; limits from {data.get('learning')}"
     )
+    stats = data.get("stats") or {}
+    if stats:
+        lines.append(
+            f"  achieved: {stats.get('requests_per_min', 0):,.1f} requests/min, "
+            f"{stats.get('tokens_per_min', 0):,.0f} tokens/min"
+        )
     if data.get("paused_reason"):
         lines.append(f"  paused: {data['paused_reason']} ({data['paused_for_s']:.0f}s left)")
     return lines

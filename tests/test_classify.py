@@ -112,7 +112,9 @@ def test_200_with_rate_limit_code_uses_the_server_wait() -> None:
             "missing_parameter",
             id="400",
         ),
-        pytest.param(403, error("model_not_allowed", "permission_error"), "model_not_allowed", id="403"),
+        pytest.param(
+            403, error("model_not_allowed", "permission_error"), "model_not_allowed", id="403"
+        ),
         pytest.param(404, b"Not Found", "http_404", id="404-plain-text"),
         pytest.param(
             413,
@@ -120,7 +122,9 @@ def test_200_with_rate_limit_code_uses_the_server_wait() -> None:
             "character_limit_exceeded",
             id="413",
         ),
-        pytest.param(422, error(typ="invalid_request_error"), "invalid_request_error", id="422-type-only"),
+        pytest.param(
+            422, error(typ="invalid_request_error"), "invalid_request_error", id="422-type-only"
+        ),
     ],
 )
 def test_client_errors_fail_the_job_for_good(status: int, body: bytes, code: str) -> None:

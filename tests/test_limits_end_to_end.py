@@ -113,3 +113,19 @@ async def test_scripted_429_is_waited_out_and_the_job_succeeds(
     assert report.counts == {"done": 1}
     assert emu.stats.by_status == {429: 1, 200: 1}
     assert report.stats.rate_limited == 1
+
+
+async def test_daily_cap_stops_the_run_and_counts_sends_of_earlier_runs(
+    tmp_path: Path, write_jobs: Callable[..., Path]
+) -> None:
+    """--rpd 5: five requests go, the run stops (exit 3); a re-run the same day sends none."""
+    jobs = write_jobs([batch_line(f"j{i}", chat_body(f"job {i}")) for i in range(8)])
+    async with emulator() as (emu, target):
+        first = await run(jobs, target, tmp_path, rpd=5, concurrency=2)
+        again = await run(jobs, target, tmp_path, rpd=5, concurrency=2)
+    assert emu.stats.requests == 5
+    assert exit_code(first) == 3 and exit_code(again) == 3
+    assert first.stats.stop is not None
+    assert "daily request cap (--rpd 5)" in first.stats.stop.reason
+    assert first.counts == {"done": 5, "pending": 3}
+    assert again.stats.sent == 0

@@ -92,7 +92,10 @@ def test_filter_redacts_a_secret_passed_through_percent_args(
     out = stream.getvalue()
     assert "hunter2" not in out
     assert "abc.def" not in out
-    assert out == f"INFO test_redact.filter: headers {{'Authorization': 'Bearer {REDACTED}'}}, password {REDACTED}\n"
+    assert (
+        out
+        == f"INFO test_redact.filter: headers {{'Authorization': 'Bearer {REDACTED}'}}, password {REDACTED}\n"
+    )
 
 
 def test_filter_redacts_a_key_shape_it_was_not_told_about(

@@ -62,7 +62,9 @@ def test_delay_without_server_wait_is_the_backoff() -> None:
         pytest.param(300.0, 0.0, 300.0, id="longer-than-cap-honoured"),
     ],
 )
-def test_delay_honours_the_server_wait(server_wait_s: float, jitter: float, expected: float) -> None:
+def test_delay_honours_the_server_wait(
+    server_wait_s: float, jitter: float, expected: float
+) -> None:
     assert POLICY.delay_s(6, jitter, server_wait_s) == pytest.approx(expected)
 
 

@@ -177,6 +177,10 @@ class Store(Protocol):
         """Whether any job is pending, waiting to retry or leased."""
         ...
 
+    async def sent_since(self, since: float) -> list[float]:
+        """When requests that got an answer were sent, across all runs, since `since`."""
+        ...
+
     async def counts(self, run_id: int) -> dict[str, int]:
         """Jobs per state."""
         ...

@@ -318,6 +318,19 @@ class SqlStore:
                     return True
         return False
 
+    async def sent_since(self, since: float) -> list[float]:
+        """When requests that got an answer were sent, across all runs, since `since`."""
+        finished = select(jobs.c.finished_at).where(
+            jobs.c.finished_at > since, jobs.c.status_code.is_not(None)
+        )
+        refused = select(attempt_errors.c.at).where(
+            attempt_errors.c.at > since, attempt_errors.c.status_code.is_not(None)
+        )
+        async with self.engine.connect() as conn:
+            times = list((await conn.execute(finished)).scalars())
+            times += (await conn.execute(refused)).scalars()
+        return sorted(float(t) for t in times)
+
     async def counts(self, run_id: int) -> dict[str, int]:
         """Jobs per state."""
         query = (
