@@ -25,7 +25,7 @@ from runner.errors import RunnerError, UsageError
 from runner.redact import RedactingFilter, redact
 from runner.report import runs_line, status_text, summary
 from runner.store.migrate import upgrade
-from runner.store.sql import open_store
+from runner.store.sql import database_exists, open_existing_store, open_store
 
 T = TypeVar("T")
 INTERNAL_ERROR = 70
@@ -181,7 +181,7 @@ def status(run_selector: str | None, db: str | None) -> None:
     env = Environment.from_process()
 
     async def go() -> str:
-        async with open_store(db or env.db) as store:
+        async with open_existing_store(db or env.db) as store:
             run = _find_run_id(await store.list_runs(), run_selector)
             counts = await store.counts(run.id)
             usage = await store.usage(run.id)
@@ -198,7 +198,9 @@ def list_runs(db: str | None) -> None:
     env = Environment.from_process()
 
     async def go() -> list[str]:
-        async with open_store(db or env.db) as store:
+        if not database_exists(db or env.db):
+            return []
+        async with open_existing_store(db or env.db) as store:
             return [runs_line(r, await store.counts(r.id)) for r in await store.list_runs()]
 
     lines = _call(go)

@@ -44,7 +44,7 @@ class Environment:
         if not self.api_key:
             raise MissingKeyError(
                 "no API key: set SELAM_API_KEY (or OPENAI_API_KEY), e.g. "
-                "`export SELAM_API_KEY=sk-selam-...` or a line SELAM_API_KEY=... in ./.env; "
+                "`export SELAM_API_KEY=<your key>` or a line SELAM_API_KEY=<your key> in ./.env; "
                 "or pass --mock to run against the built-in emulator"
             )
         return self.api_key

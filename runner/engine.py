@@ -125,6 +125,7 @@ class Engine:
     async def execute(self) -> RunStats:
         """Drain the run; return what happened. Raises RunLockedError if another process owns it."""
         await self._take_ownership()
+        log.info("run %d: working on %s (owner %s)", self.run.id, self.run.input_path, self.owner)
         started = self._started = self.clock.monotonic()
         try:
             await self.store.requeue_running(self.run.id)
@@ -148,6 +149,15 @@ class Engine:
         reason = None if stop is None else stop.reason
         await self.store.release(
             self.run.id, self.owner, self.clock.time(), self.stats.elapsed_s, reason
+        )
+        log.info(
+            "run %d: %d done, %d failed, %d retried in %.1fs%s",
+            self.run.id,
+            self.stats.done,
+            self.stats.failed,
+            self.stats.retried,
+            self.stats.elapsed_s,
+            f"; stopped: {reason}" if reason else "",
         )
 
     async def _pipeline(self) -> None:
@@ -226,6 +236,7 @@ class Engine:
                     outcome, stop = await self.attempt.run(job, self._rng.random())
                     if stop is not None:
                         self.request_stop(stop)
+                    _log_transition(job, outcome)
                 with anyio.CancelScope(shield=True):
                     await outcomes.send(outcome)
 
@@ -308,6 +319,15 @@ class Engine:
             self._senders.deadline = min(
                 self._senders.deadline, anyio.current_time() + self.config.grace_s
             )
+
+
+def _log_transition(job: ClaimedJob, outcome: Outcome) -> None:
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    detail = ""
+    if outcome.error_code:
+        detail = f" (HTTP {outcome.status_code}, {outcome.error_code}: {outcome.error_message})"
+    log.debug("job %s attempt %d -> %s%s", job.custom_id, job.attempts + 1, outcome.state, detail)
 
 
 def _json_default(value: object) -> object:

@@ -53,6 +53,11 @@ async def prepare_run(
         digest = await anyio.to_thread.run_sync(file_digest, input_path)
         if digest == existing.input_digest:
             return IngestResult(existing, resumed=True)
+        if existing.input_path != str(input_path):
+            raise InputChangedError(
+                f"{out_path} holds the results of another input file, {existing.input_path}. "
+                f"Choose another --out for {input_path} (or --restart to discard that run)."
+            )
         raise InputChangedError(
             f"{out_path} holds results of a run of {existing.input_path}, whose content "
             f"differs from {input_path} now. Re-run with --restart to discard that run and "
@@ -94,7 +99,7 @@ async def _ingest(
         if batch:
             await _insert(store, run_id, batch, problems)
         if problems.shown:
-            raise InputError(problems.shown, problems.more)
+            raise InputError(sorted(problems.shown, key=lambda p: p.line), problems.more)
         if total == 0:
             raise InputError([InputProblem(str(input_path), 0, "the file holds no jobs")])
     except BaseException:

@@ -30,6 +30,8 @@ from runner.sendlog import SendLog
 DEFAULT_WINDOW_S = 60.0
 DAY_S = 86_400.0
 _POLL_S = 0.25
+# How long a probe sent after a reset may go unanswered before another is allowed.
+_PROBE_S = 2.0
 
 
 class TokensNeverFit(Exception):
@@ -172,11 +174,17 @@ class Budget:
     def _gate_wait(self, cost: float, now: float, sent_total: float) -> float:
         if self.gate_remaining is None:
             return 0.0
-        if self.gate_until is not None and now >= self.gate_until:
-            self.gate_remaining = None
-            return 0.0
         available = self.gate_remaining - (sent_total - self.gate_at_sent)
         if available >= min(cost, 1.0 if self.name == "requests" else cost):
+            return 0.0
+        if self.gate_until is not None and now >= self.gate_until:
+            if self.name != "requests":
+                self.gate_remaining = None
+                return 0.0
+            # The reset moment passed: at least one request is back, perhaps all (the docs do
+            # not say which). Send one probe and let its answer's headers say how many.
+            self.gate_remaining, self.gate_at_sent = 1.0, sent_total
+            self.gate_until = now + _PROBE_S
             return 0.0
         return (self.gate_until - now) if self.gate_until is not None else _POLL_S
 

@@ -33,7 +33,7 @@ def counts_line(counts: dict[str, int]) -> str:
 def summary(report: RunReport, resume_command: str) -> str:
     """The lines printed when `runner run` ends."""
     run, stats = report.run, report.stats
-    verb = "resumed" if report.resumed else "queued"
+    verb = "resumed" if report.resumed else "new"
     lines = [
         f"run {run.id} ({verb}): {run.input_path} -> {run.out_path}",
         "  " + counts_line(report.counts),

@@ -129,3 +129,22 @@ async def test_daily_cap_stops_the_run_and_counts_sends_of_earlier_runs(
     assert "daily request cap (--rpd 5)" in first.stats.stop.reason
     assert first.counts == {"done": 5, "pending": 3}
     assert again.stats.sent == 0
+
+
+async def test_run_started_into_a_full_window_waits_instead_of_collecting_429s(
+    tmp_path: Path, write_jobs: Callable[..., Path]
+) -> None:
+    """Right after another run filled the window, a new run follows the server's count.
+
+    Regression: the second run trusted the window to be empty once a reset time passed and
+    got more 429s than successes (249 sent for 101 jobs).
+    """
+    first = write_jobs([batch_line(f"a{i}", chat_body(f"a {i}")) for i in range(30)], "a.jsonl")
+    second = write_jobs([batch_line(f"b{i}", chat_body(f"b {i}")) for i in range(30)], "b.jsonl")
+    async with emulator(limit_requests=20, window_s=3.0) as (emu, target):
+        await run(first, target, tmp_path, concurrency=8)
+        before = emu.stats.requests
+        report = await run(second, target, tmp_path, concurrency=8)
+    assert report.counts == {"done": 30}
+    sent = emu.stats.requests - before
+    assert report.stats.rate_limited <= 2, (sent, report.stats.rate_limited)

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, delete, event, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from runner.errors import UsageError
 from runner.jobfile import Job
 from runner.store import dialect
 from runner.store.migrate import upgrade
@@ -80,6 +81,23 @@ async def open_store(db: str, migrate: bool = True) -> AsyncIterator[SqlStore]:
         yield SqlStore(engine)
     finally:
         await engine.dispose()
+
+
+def database_exists(db: str) -> bool:
+    """False only for a SQLite file that is not there (other databases are assumed to exist)."""
+    url = database_url(db)
+    if not url.startswith("sqlite") or url.endswith(":memory:"):
+        return True
+    return Path(url.split(":///", 1)[1]).exists()
+
+
+@asynccontextmanager
+async def open_existing_store(db: str) -> AsyncIterator[SqlStore]:
+    """Open a database for reading runs without creating it (for status and listings)."""
+    if not database_exists(db):
+        raise UsageError(f"no runs yet: there is no database at {db} (set by --db or RUNNER_DB)")
+    async with open_store(db) as store:
+        yield store
 
 
 class SqlStore:
