@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -14,9 +15,12 @@ from runner.emulator import EmulatorConfig, serve_emulator
 from runner.engine import Engine, EngineConfig, RunStats
 from runner.ingest import prepare_run
 from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
+from runner.pricing import PriceTable
+from runner.progress import LiveView, LogLineView, ProgressView
 from runner.retry import RetryPolicy
-from runner.store.protocol import RunRecord
+from runner.store.protocol import RunRecord, Store
 from runner.store.sql import open_store
+from runner.watch import Baseline, Caps, RunWatch
 
 MOCK_KEY = "mock-key"
 
@@ -40,6 +44,7 @@ class RunReport:
     counts: dict[str, int]
     prompt_tokens: int
     completion_tokens: int
+    cost: float | None = None
 
 
 @asynccontextmanager
@@ -87,6 +92,11 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             max_wait_s=options.max_wait_s,
             secrets=(target.api_key,),
         )
+        watch = RunWatch(
+            Caps(options.max_tokens, options.max_cost, options.max_runtime_s),
+            PriceTable.load(options.prices_path, options.price_overrides),
+            await _baseline(store, prepared.run),
+        )
         engine = Engine(
             store,
             prepared.run,
@@ -94,6 +104,8 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             options.out_path,
             EngineConfig(concurrency=options.concurrency),
             clock,
+            watch,
+            progress_view(options.progress, options.progress_interval_s),
         )
         stats = await engine.execute()
         stats.sent = attempt.sent
@@ -104,6 +116,28 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
         return RunReport(
             run, prepared.resumed, stats, await store.counts(run.id), prompt, completion
         )
+
+
+async def _baseline(store: Store, run: RunRecord) -> Baseline:
+    counts = await store.counts(run.id)
+    return Baseline(
+        total=sum(counts.values()),
+        done=counts.get("done", 0),
+        failed=counts.get("failed", 0),
+        retrying=counts.get("retry", 0),
+        usage=await store.usage_by_model(run.id),
+    )
+
+
+def progress_view(mode: str, interval_s: float) -> ProgressView | None:
+    """Live on a terminal, plain lines elsewhere (cron, pipes), or nothing."""
+    if mode == "auto":
+        mode = "live" if sys.stderr.isatty() else "plain"
+    if mode == "live":
+        return LiveView()
+    if mode == "plain":
+        return LogLineView(interval_s)
+    return None
 
 
 def exit_code(report: RunReport) -> int:

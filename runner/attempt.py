@@ -74,6 +74,7 @@ class Attempt:
         self.secrets = secrets
         self.breaker = CircuitBreaker()
         self.sent = 0
+        self.rate_limited = 0
         self._waiting: set[anyio.CancelScope] = set()
         self._warned: set[str] = set()
 
@@ -166,6 +167,7 @@ class Attempt:
             outcome = Outcome(job.id, "failed", status, request_id, body, code, message)
             return outcome, None
         if verdict.kind is Kind.RATE_LIMITED:
+            self.rate_limited += 1
             self.limiter.rate_limited(verdict.wait_s)
         else:
             self._trip_breaker()

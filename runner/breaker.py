@@ -27,4 +27,5 @@ class CircuitBreaker:
             return None
         self.consecutive = 0
         self.trips += 1
-        return min(self.max_cool_down_s, self.cool_down_s * 2.0 ** (self.trips - 1))
+        # The exponent is bounded so a long outage cannot overflow the float before the cap.
+        return min(self.max_cool_down_s, self.cool_down_s * 2.0 ** min(self.trips - 1, 32))

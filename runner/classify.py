@@ -66,7 +66,12 @@ def _error_fields(parsed: object) -> tuple[str | None, str | None, str | None]:
         return None, error, error
     if not isinstance(error, dict):
         return None, None, None
-    typ, code, msg = error.get("type"), error.get("code"), error.get("message")
+    # Google-style errors put the kind in `status` (e.g. RESOURCE_EXHAUSTED) and a number in code.
+    typ, code, msg = (
+        error.get("type") or error.get("status"),
+        error.get("code"),
+        error.get("message"),
+    )
     return (
         typ if isinstance(typ, str) else None,
         str(code) if isinstance(code, str | int) else None,

@@ -1,67 +1,37 @@
 """The command line: parse options, build settings, call the engine, map errors to exit codes.
 
 Exit codes: 0 all jobs done; 1 the run finished with jobs failed for good; 2 bad usage or bad
-input (nothing was sent); 3 stopped early but resumable (interrupted, quota); 4 the API refused
-the key or permission; 6 another process is already working on this run; 70 internal error.
+input (nothing was sent); 3 stopped early but resumable (interrupted, quota, a cap, max
+runtime); 4 the API refused the key or permission; 5 (`health`) the API is unreachable;
+6 another process is already working on this run; 70 internal error.
 """
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import click
+import orjson
 
-from runner.app import api_target, exit_code, run_job
+from runner.app import RunReport, api_target, exit_code, run_job
+from runner.cli_common import call, db_option
+from runner.cli_runs import cancel_cmd, export_cmd, list_runs, retry_failed_cmd, status
+from runner.cli_tools import db, health, mock_server
 from runner.clock import SystemClock
 from runner.config import Environment, RunOptions
-from runner.emulator import EmulatorConfig, serve_forever
-from runner.errors import RunnerError, UsageError
-from runner.redact import RedactingFilter, redact
-from runner.report import runs_line, status_text, summary
-from runner.store.migrate import upgrade
-from runner.store.sql import database_exists, open_existing_store, open_store
+from runner.dryrun import describe, estimate
+from runner.errors import InputError, RunnerError
+from runner.logs import setup_logging
+from runner.pricing import PriceTable
+from runner.redact import redact
+from runner.report import summary, summary_dict
 
-T = TypeVar("T")
-INTERNAL_ERROR = 70
-
-
-def _setup_logging(level: str, secrets: tuple[str, ...]) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
-    root = logging.getLogger("runner")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
-def _call(fn: Callable[[], Awaitable[T]], secrets: tuple[str, ...] = ()) -> T:
-    """Run a coroutine; turn the project's errors into a message and an exit code."""
-    try:
-        return anyio.run(fn, backend="asyncio")
-    except RunnerError as exc:
-        click.echo(f"error: {redact(str(exc), secrets)}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(3)
-    except Exception as exc:  # the last line of defence: never print a key in a traceback
-        click.echo(f"internal error: {type(exc).__name__}: {redact(str(exc), secrets)}", err=True)
-        sys.exit(INTERNAL_ERROR)
-
-
-def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--db",
-        default=None,
-        help="SQLite file path or SQLAlchemy URL (default: $RUNNER_DB, else ./runner.db).",
-    )(fn)
+# When several files run, the most serious outcome decides the exit code.
+_SEVERITY = (4, 2, 6, 3, 1, 0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,193 +40,262 @@ def main() -> None:
     """Run files of chat-completion requests against a rate-limited API, resumably."""
 
 
+def _options(fn: Any) -> Any:
+    specs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        (
+            ("--out",),
+            dict(
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="Results file (default: <input stem>.results.jsonl beside it).",
+            ),
+        ),
+        (
+            ("--concurrency",),
+            dict(
+                type=click.IntRange(1, 4096),
+                default=16,
+                show_default=True,
+                help="Requests in flight at once.",
+            ),
+        ),
+        (
+            ("--max-retries",),
+            dict(
+                type=click.IntRange(0, 100),
+                default=5,
+                show_default=True,
+                help="Retries after 5xx, 408/409, timeouts, broken connections.",
+            ),
+        ),
+        (
+            ("--timeout", "timeout_s"),
+            dict(
+                type=click.FloatRange(0.1),
+                default=120.0,
+                show_default=True,
+                help="Seconds to wait for an answer.",
+            ),
+        ),
+        (
+            ("--rpm",),
+            dict(
+                type=click.FloatRange(min=0.01),
+                default=None,
+                help="Ceiling on requests per minute (the rest is learned from headers).",
+            ),
+        ),
+        (
+            ("--tpm",),
+            dict(type=click.FloatRange(min=1), default=None, help="Ceiling on tokens per minute."),
+        ),
+        (
+            ("--rpd",),
+            dict(
+                type=click.FloatRange(min=1),
+                default=None,
+                help="Requests per day your plan allows (counted across runs).",
+            ),
+        ),
+        (
+            ("--max-wait", "max_wait_s"),
+            dict(
+                type=click.FloatRange(1),
+                default=120.0,
+                show_default=True,
+                help="A longer wait is a quota: stop with exit 3.",
+            ),
+        ),
+        (
+            ("--max-tokens",),
+            dict(
+                type=click.IntRange(1),
+                default=None,
+                help="Stop dispatch once the run has used this many tokens.",
+            ),
+        ),
+        (
+            ("--max-cost",),
+            dict(
+                type=click.FloatRange(min=0),
+                default=None,
+                help="Stop dispatch once the run has cost this much (USD).",
+            ),
+        ),
+        (
+            ("--max-runtime", "max_runtime_s"),
+            dict(
+                type=click.FloatRange(min=1),
+                default=None,
+                help="Stop cleanly after this many seconds.",
+            ),
+        ),
+        (
+            ("--prices", "prices_path"),
+            dict(
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default=None,
+                help="TOML/JSON file of prices per model.",
+            ),
+        ),
+        (
+            ("--price", "price_overrides"),
+            dict(
+                multiple=True,
+                metavar="MODEL=IN/OUT",
+                help="USD per 1M input/output tokens (repeatable).",
+            ),
+        ),
+        (
+            ("--max-line-bytes",),
+            dict(
+                type=click.IntRange(1024),
+                default=10 * 1024 * 1024,
+                show_default=True,
+                help="Longer lines are rejected.",
+            ),
+        ),
+        (
+            ("--progress",),
+            dict(
+                type=click.Choice(["auto", "live", "plain", "off"]),
+                default="auto",
+                show_default=True,
+                help="Live display on a terminal, plain lines otherwise.",
+            ),
+        ),
+        (
+            ("--progress-interval", "progress_interval_s"),
+            dict(
+                type=click.FloatRange(0.1),
+                default=30.0,
+                show_default=True,
+                help="Seconds between plain lines.",
+            ),
+        ),
+    ]
+    for names, kwargs in reversed(specs):
+        fn = click.option(*names, **kwargs)(fn)
+    return fn
+
+
 @main.command()
-@click.argument("jobs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Results file (default: <input stem>.results.jsonl beside the input).",
+@click.argument(
+    "jobs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@_db_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 4096),
-    default=16,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(0, 100),
-    default=5,
-    show_default=True,
-    help="Retries of a job after server errors, timeouts and connection failures.",
-)
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=click.FloatRange(0.1),
-    default=120.0,
-    show_default=True,
-    help="Seconds to wait for one answer.",
-)
-@click.option(
-    "--rpm",
-    type=click.FloatRange(min=0.01),
-    default=None,
-    help="Ceiling on requests per minute (the limiter learns the rest from headers).",
-)
-@click.option(
-    "--tpm", type=click.FloatRange(min=1), default=None, help="Ceiling on tokens per minute."
-)
-@click.option(
-    "--rpd",
-    type=click.FloatRange(min=1),
-    default=None,
-    help="Requests per day your plan allows (counted across runs in this database).",
-)
-@click.option(
-    "--max-wait",
-    "max_wait_s",
-    type=click.FloatRange(1),
-    default=120.0,
-    show_default=True,
-    help="A wait longer than this is a quota: stop (exit 3) instead of sleeping.",
-)
-@click.option(
-    "--max-line-bytes",
-    type=click.IntRange(1024),
-    default=10 * 1024 * 1024,
-    show_default=True,
-    help="Lines longer than this are rejected.",
-)
+@_options
+@db_option
 @click.option("--restart", is_flag=True, help="Discard the existing run for this results file.")
 @click.option("--mock", is_flag=True, help="Send to the built-in emulator instead of the API.")
+@click.option(
+    "--dry-run", is_flag=True, help="Validate and estimate tokens and cost; send nothing."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary (errors only).")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the end-of-run summary as JSON to this file.",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
     show_default=True,
 )
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def run(
-    jobs: Path, out: Path | None, db: str | None, mock: bool, log_level: str, **settings: Any
+    jobs: tuple[Path, ...],
+    out: Path | None,
+    db: str | None,
+    mock: bool,
+    dry_run: bool,
+    quiet: bool,
+    summary_json: Path | None,
+    log_level: str,
+    log_file: Path | None,
+    log_format: str,
+    **settings: Any,
 ) -> None:
-    """Queue JOBS (a JSONL file) and run it to the end; the same command again resumes."""
+    """Queue JOBS (JSONL files, each its own run) and run them; the same command resumes."""
     env = Environment.from_process()
     secrets = (env.api_key,) if env.api_key else ()
-    _setup_logging(log_level, secrets)
-    input_path = jobs.resolve()
+    setup_logging(log_level, secrets, log_file, log_format)
+    if out is not None and len(jobs) > 1:
+        raise click.UsageError("--out names one results file; give one JOBS file with it")
+    if quiet:
+        settings["progress"] = "off"
+    if dry_run:
+        sys.exit(_dry_run(jobs, settings))
+    options = [_run_options(path, out, db or env.db, settings) for path in jobs]
+    resume = shlex.join(["runner", *[a for a in sys.argv[1:] if a != "--restart"]])
+
+    async def go() -> tuple[int, list[dict[str, object]]]:
+        codes, reports = [], []
+        async with api_target(env, mock) as target:
+            for option in options:
+                code, report = await _one(option, target, secrets)
+                codes.append(code)
+                if report is not None:
+                    reports.append(summary_dict(report, code, resume))
+                    if not quiet:
+                        click.echo(summary(report, resume))
+        return min(codes, key=_SEVERITY.index), reports
+
+    code, reports = call(go, secrets)
+    if summary_json is not None:
+        payload = reports[0] if len(reports) == 1 else {"runs": reports}
+        summary_json.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+    sys.exit(code)
+
+
+def _run_options(path: Path, out: Path | None, db: str, settings: dict[str, Any]) -> RunOptions:
+    input_path = path.resolve()
     out_path = (out or RunOptions.default_out_path(input_path)).resolve()
     if out_path == input_path:
         raise click.UsageError("--out must not be the input file")
-    options = RunOptions(input_path, out_path, db or env.db, **settings)
-    resume = shlex.join(["runner", *[a for a in sys.argv[1:] if a != "--restart"]])
-
-    async def go() -> int:
-        async with api_target(env, mock) as target:
-            report = await run_job(options, target, SystemClock())
-        click.echo(summary(report, resume))
-        return exit_code(report)
-
-    sys.exit(_call(go, secrets))
+    values = dict(settings)
+    values["price_overrides"] = tuple(values.get("price_overrides") or ())
+    return RunOptions(input_path, out_path, db, **values)
 
 
-def _find_run_id(runs: list[Any], selector: str | None) -> Any:
-    if not runs:
-        raise UsageError("no runs in this database yet")
-    if selector is None:
-        return runs[0]
-    for candidate in runs:
-        if selector == str(candidate.id) or str(Path(selector).resolve()) == candidate.out_path:
-            return candidate
-    raise UsageError(f"no run {selector!r}; `runner runs` lists them")
+async def _one(
+    options: RunOptions, target: Any, secrets: tuple[str, ...]
+) -> tuple[int, RunReport | None]:
+    """Run one file; a bad file is reported and the others still run."""
+    try:
+        report = await run_job(options, target, SystemClock())
+    except (InputError, RunnerError) as exc:
+        if isinstance(exc, InputError) or exc.exit_code in (2, 6):
+            click.echo(f"error: {redact(str(exc), secrets)}", err=True)
+            return exc.exit_code, None
+        raise
+    return exit_code(report), report
 
 
-@main.command()
-@click.argument("run_selector", metavar="[RUN]", required=False)
-@_db_option
-def status(run_selector: str | None, db: str | None) -> None:
-    """Show a run's progress (RUN: id or results path; default: the newest)."""
-    env = Environment.from_process()
-
-    async def go() -> str:
-        async with open_existing_store(db or env.db) as store:
-            run = _find_run_id(await store.list_runs(), run_selector)
-            counts = await store.counts(run.id)
-            usage = await store.usage(run.id)
-            errors = await store.recent_errors(run.id, 5)
-        return status_text(run, counts, usage, errors)
-
-    click.echo(_call(go))
+def _dry_run(jobs: Sequence[Path], settings: dict[str, Any]) -> int:
+    prices = PriceTable.load(settings.get("prices_path"), settings.get("price_overrides") or ())
+    worst = 0
+    for path in jobs:
+        try:
+            click.echo(describe(estimate(path, settings["max_line_bytes"]), prices))
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            worst = 2
+    return worst
 
 
-@main.command("runs")
-@_db_option
-def list_runs(db: str | None) -> None:
-    """List every run, one line each."""
-    env = Environment.from_process()
-
-    async def go() -> list[str]:
-        if not database_exists(db or env.db):
-            return []
-        async with open_existing_store(db or env.db) as store:
-            return [runs_line(r, await store.counts(r.id)) for r in await store.list_runs()]
-
-    lines = _call(go)
-    click.echo("\n".join(lines) if lines else "no runs yet")
-
-
-@main.command("mock-server")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8808, show_default=True)
-@click.option(
-    "--rpm",
-    "limit_requests",
-    type=click.IntRange(1),
-    default=None,
-    help="Requests allowed per window (default: unlimited).",
-)
-@click.option("--window-s", type=click.FloatRange(min=0.001), default=60.0, show_default=True)
-@click.option(
-    "--tpm", "limit_tokens", type=click.IntRange(1), default=None, help="Tokens allowed per window."
-)
-@click.option("--daily-limit", type=click.IntRange(1), default=None)
-@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option(
-    "--dialect",
-    type=click.Choice(["selam", "openai", "ietf", "ietf-structured", "none"]),
-    default="selam",
-    show_default=True,
-    help="Which rate-limit headers to send.",
-)
-@click.option("--api-key", default=None, help="Accept only this key (default: any).")
-def mock_server(host: str, port: int, **settings: Any) -> None:
-    """Serve the built-in emulator of the chat-completions API."""
-    config = EmulatorConfig(**settings)
-    click.echo(f"emulator listening on http://{host}:{port}/v1 (Ctrl-C to stop)")
-
-    async def go() -> None:
-        await serve_forever(config, host, port)
-
-    _call(go)
-
-
-@main.group()
-def db() -> None:
-    """Database maintenance."""
-
-
-@db.command("upgrade")
-@_db_option
-def db_upgrade(db: str | None) -> None:
-    """Apply every pending migration."""
-    env = Environment.from_process()
-
-    async def go() -> None:
-        async with open_store(db or env.db, migrate=False) as store:
-            await upgrade(store.engine)
-
-    _call(go)
-    click.echo("database is up to date")
+for command in (
+    status,
+    list_runs,
+    retry_failed_cmd,
+    export_cmd,
+    cancel_cmd,
+    mock_server,
+    health,
+    db,
+):
+    main.add_command(command)

@@ -71,6 +71,13 @@ class RunOptions:
     rpd: float | None = None
     restart: bool = False
     max_line_bytes: int = 10 * 1024 * 1024
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    max_runtime_s: float | None = None
+    prices_path: Path | None = None
+    price_overrides: tuple[str, ...] = ()
+    progress: str = "auto"  # auto (live on a terminal, plain lines otherwise) | live | plain | off
+    progress_interval_s: float = 30.0
 
     @staticmethod
     def default_out_path(input_path: Path) -> Path:

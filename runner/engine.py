@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from runner.attempt import Attempt, StopRequest
 from runner.clock import Clock
 from runner.errors import RunLockedError
 from runner.output import ResultsFile
+from runner.progress import Progress, ProgressView
 from runner.store.protocol import ClaimedJob, Outcome, RunRecord, Store
+from runner.watch import Live, RunWatch
 
 log = logging.getLogger("runner.engine")
 
@@ -95,8 +98,12 @@ class Engine:
         results_path: Path,
         config: EngineConfig,
         clock: Clock,
+        watch: RunWatch,
+        view: ProgressView | None = None,
     ) -> None:
         self.store = store
+        self.watch = watch
+        self.view = view
         self.run = run
         self.attempt = attempt
         self.config = config
@@ -109,6 +116,8 @@ class Engine:
         self._senders: anyio.CancelScope | None = None
         self._rng = random.Random()
         self._started = clock.monotonic()
+        self._models: dict[int, str] = {}
+        self._requeued = 0
 
     async def _take_ownership(self) -> None:
         now = self.clock.time()
@@ -168,6 +177,7 @@ class Engine:
         async with anyio.create_task_group() as services:
             services.start_soon(self._heartbeat)
             services.start_soon(self._watch_signals)
+            services.start_soon(self._report)
             async with anyio.create_task_group() as pipeline:
                 pipeline.start_soon(self._writer, out_recv)
                 async with anyio.create_task_group() as senders:
@@ -208,6 +218,8 @@ class Engine:
                     if claimed:
                         self._outstanding += len(claimed)
                         for job in claimed:
+                            self._models[job.id] = job.model
+                            self._requeued += job.attempts > 0
                             await jobs.send(job)
                         continue
                     if self._outstanding == 0 and not await self.store.has_open_jobs(self.run.id):
@@ -259,6 +271,11 @@ class Engine:
                     self._count(batch)
                     self._outstanding -= len(batch)
                     watermark = await self.results.export()
+                stop = self.watch.record(batch, self._models)
+                for outcome in batch:
+                    self._models.pop(outcome.job_id, None)
+                if stop is not None:
+                    self.request_stop(stop)
                 self._wake()
 
     def _count(self, batch: list[Outcome]) -> None:
@@ -300,6 +317,42 @@ class Engine:
                 await self.store.heartbeat(
                     self.run.id, self.owner, self.clock.time(), self._snapshot()
                 )
+
+    def progress(self) -> Progress:
+        """Where the run stands now."""
+        snapshot = self.attempt.limiter.snapshot()
+        paused = snapshot.get("paused_reason")
+        if paused:
+            until = self.clock.time() + float(str(snapshot.get("paused_for_s") or 0))
+            paused = f"{paused} until {time.strftime('%H:%M:%S', time.localtime(until))}"
+        stats = self.stats
+        live = Live(
+            done=stats.done,
+            failed=stats.failed,
+            retried=stats.retried,
+            requeued=self._requeued,
+            in_flight=self._outstanding,
+            sent=self.attempt.sent,
+            rate_limited=self.attempt.rate_limited,
+            elapsed_s=self.clock.monotonic() - self._started,
+            paused=str(paused) if paused else None,
+            stopping=stats.stop.reason if stats.stop else None,
+        )
+        return self.watch.progress(live)
+
+    async def _report(self) -> None:
+        interval = self.view.interval_s if self.view is not None else 1.0
+        try:
+            while True:
+                await anyio.sleep(interval)
+                stop = self.watch.over_runtime(self.clock.monotonic() - self._started)
+                if stop is not None:
+                    self.request_stop(stop)
+                if self.view is not None:
+                    self.view.show(self.progress())
+        finally:
+            if self.view is not None:
+                self.view.close()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -29,6 +29,7 @@ class Job:
     body: bytes
     metadata: bytes | None
     est_tokens: int
+    model: str = ""
 
 
 class LineError(ValueError):
@@ -48,7 +49,7 @@ def parse_line(raw: bytes, line: int) -> Job | None:
         raise LineError(f"expected a JSON object, got {type(obj).__name__}")
     if "body" in obj or "custom_id" in obj:
         return _batch_line(obj, line)
-    return _job(obj, f"line-{line}", None, line)
+    return _job(obj, f"line-{line}", None, line, bare=True)
 
 
 def _batch_line(obj: dict[str, object], line: int) -> Job:
@@ -70,13 +71,15 @@ def _batch_line(obj: dict[str, object], line: int) -> Job:
     return _job(body, custom_id, metadata, line)
 
 
-def _job(body: dict[str, object], custom_id: str, metadata: object, line: int) -> Job:
+def _job(
+    body: dict[str, object], custom_id: str, metadata: object, line: int, bare: bool = False
+) -> Job:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise LineError("body has no messages (a non-empty list is required)")
     if not isinstance(body.get("model"), str):
         raise LineError("body has no model (a string is required)")
-    if "metadata" in body and custom_id.startswith("line-"):
+    if bare and "metadata" in body:
         # A bare body's metadata is ours to carry, not the provider's to receive.
         metadata = body.pop("metadata")
         if not isinstance(metadata, dict):
@@ -87,6 +90,7 @@ def _job(body: dict[str, object], custom_id: str, metadata: object, line: int) -
         body=orjson.dumps(body),
         metadata=orjson.dumps(metadata) if metadata is not None else None,
         est_tokens=estimate_request_tokens(body),
+        model=str(body["model"]),
     )
 
 
@@ -112,12 +116,16 @@ def iter_lines(
 ) -> Iterator[tuple[int, bytes | None]]:
     """Yield (line number, raw bytes), or None for a line over the size limit, never loading it."""
     with path.open("rb", buffering=1024 * 1024) as fh:
+        # The BOM goes before the first line is measured, so it never counts against the limit.
+        head = fh.read(len(_BOM))
+        if head == _BOM:
+            digest.update(head)
+        else:
+            fh.seek(0)
         number = 0
         while raw := fh.readline(max_line_bytes + 1):
             number += 1
             digest.update(raw)
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
             if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                 while raw and not raw.endswith(b"\n"):
                     raw = fh.readline(1024 * 1024)

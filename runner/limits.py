@@ -30,6 +30,7 @@ from runner.sendlog import SendLog
 DEFAULT_WINDOW_S = 60.0
 DAY_S = 86_400.0
 _POLL_S = 0.25
+_EPSILON_S = 1e-6
 # How long a probe sent after a reset may go unanswered before another is allowed.
 _PROBE_S = 2.0
 
@@ -289,7 +290,8 @@ class AdaptiveLimiter:
             while True:
                 now = self._clock.monotonic()
                 wait, reason = self._wait_s(tokens, now)
-                if wait <= 0:
+                # Float rounding can leave waits too small to move a clock forward.
+                if wait <= _EPSILON_S:
                     return self._take(tokens, now)
                 if wait > self.config.max_wait_s:
                     raise WaitTooLong(wait, self._why_long(reason, now))

@@ -20,6 +20,13 @@ from runner.store.protocol import ResultRow, Store
 EXPORT_BATCH = 2000
 
 
+def one_line_json(raw: bytes) -> bytes:
+    """Valid JSON bytes with no line break (providers may pretty-print their bodies)."""
+    if b"\n" in raw or b"\r" in raw:
+        return orjson.dumps(orjson.loads(raw))
+    return raw
+
+
 def result_line(row: ResultRow) -> bytes:
     """One line of the OpenAI Batch output shape (plus metadata when the input had it)."""
     response = None
@@ -27,7 +34,7 @@ def result_line(row: ResultRow) -> bytes:
         response = {
             "status_code": row.status_code,
             "request_id": row.request_id,
-            "body": orjson.Fragment(row.response),
+            "body": orjson.Fragment(one_line_json(row.response)),
         }
     error = None
     if row.state != "done":
@@ -39,7 +46,7 @@ def result_line(row: ResultRow) -> bytes:
         "error": error,
     }
     if row.metadata is not None:
-        line["metadata"] = orjson.Fragment(row.metadata)
+        line["metadata"] = orjson.Fragment(one_line_json(row.metadata))
     return orjson.dumps(line) + b"\n"
 
 

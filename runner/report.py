@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -42,6 +43,8 @@ def summary(report: RunReport, resume_command: str) -> str:
         f"{_n(stats.rate_limited)} answered 429, {stats.elapsed_s:.1f}s",
         f"  tokens: {_n(report.prompt_tokens)} prompt + {_n(report.completion_tokens)} completion",
     ]
+    if report.cost is not None:
+        lines.append(f"  cost: ${report.cost:,.4f} (models with a known price)")
     if stats.errors_by_code:
         grouped = ", ".join(f"{code} x{n}" for code, n in sorted(stats.errors_by_code.items()))
         lines.append(f"  errors: {grouped}")
@@ -58,6 +61,33 @@ def summary(report: RunReport, resume_command: str) -> str:
     elif report.counts.get("failed"):
         lines.append("  some jobs failed for good; their result lines carry the error")
     return "\n".join(lines)
+
+
+def summary_dict(report: RunReport, code: int, resume_command: str) -> dict[str, object]:
+    """The end-of-run summary as data, for --summary-json."""
+    run, stats = report.run, report.stats
+    stop = stats.stop
+    return {
+        "run_id": run.id,
+        "input": run.input_path,
+        "results": run.out_path,
+        "resumed": report.resumed,
+        "exit_code": code,
+        "counts": report.counts,
+        "this_invocation": {
+            "sent": stats.sent,
+            "done": stats.done,
+            "failed": stats.failed,
+            "retried": stats.retried,
+            "rate_limited": stats.rate_limited,
+            "elapsed_s": round(stats.elapsed_s, 3),
+            "errors_by_code": stats.errors_by_code,
+        },
+        "tokens": {"prompt": report.prompt_tokens, "completion": report.completion_tokens},
+        "cost_usd": report.cost,
+        "stopped": None if stop is None else {"kind": stop.kind, "reason": stop.reason},
+        "resume_command": resume_command if stop is not None and stop.kind != "auth" else None,
+    }
 
 
 def _run_state(run: RunRecord) -> str:
@@ -112,6 +142,7 @@ def status_text(
     counts: dict[str, int],
     usage: tuple[int, int],
     errors: list[ErrorEntry],
+    kinds: Sequence[tuple[str, int, ErrorEntry]] = (),
 ) -> str:
     """`runner status RUN`."""
     lines = [
@@ -123,6 +154,11 @@ def status_text(
         + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
     ]
     lines.extend(_limits_lines(run.limits_json))
+    if kinds:
+        lines.append("  errors by kind (attempts, newest example):")
+        for code, count, (_, status, _, message) in kinds:
+            shown = f"HTTP {status} " if status else ""
+            lines.append(f"    {code} x{count}: {shown}{message[:140]}")
     if errors:
         lines.append("  last errors:")
         for at, status, code, message in errors:

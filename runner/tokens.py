@@ -38,13 +38,13 @@ def estimate_prompt_tokens(messages: object) -> int:
 
 def completion_cap(body: Mapping[str, object]) -> int:
     """The completion budget a provider reserves: max_tokens, else a modest default."""
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            n = body.get("n")
-            choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
             return value * choices
-    return DEFAULT_COMPLETION_TOKENS
+    return DEFAULT_COMPLETION_TOKENS * choices
 
 
 def estimate_request_tokens(body: Mapping[str, object]) -> int:

@@ -35,5 +35,12 @@ def claim_statement(
         update(jobs)
         .where(jobs.c.id.in_(due))
         .values(**values)
-        .returning(jobs.c.id, jobs.c.custom_id, jobs.c.body, jobs.c.attempts, jobs.c.est_tokens)
+        .returning(
+            jobs.c.id,
+            jobs.c.custom_id,
+            jobs.c.body,
+            jobs.c.attempts,
+            jobs.c.est_tokens,
+            jobs.c.model,
+        )
     )

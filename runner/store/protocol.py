@@ -46,6 +46,7 @@ class ClaimedJob:
     body: bytes
     attempts: int
     est_tokens: int
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,29 @@ class Store(Protocol):
         """Whether any job is pending, waiting to retry or leased."""
         ...
 
+    async def requeue_failed(self, run_id: int, only_code: str | None) -> list[int]:
+        """Put failed jobs (optionally of one error code) back in the queue; return their ids.
+
+        The results file is rebuilt from the database on the next run, since those jobs'
+        failure lines must give way to their new results.
+        """
+        ...
+
+    async def rewrite_bodies(self, updates: Sequence[tuple[int, bytes]], model: str) -> None:
+        """Replace the request bodies of the given job ids (now asking for `model`)."""
+        ...
+
+    async def bodies(self, job_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The request bodies of the given job ids."""
+        ...
+
+    async def results_in_order(
+        self, run_id: int, order: str, after: int, limit: int
+    ) -> list[ResultRow]:
+        """Final results by finishing sequence (order="finish") or input line (order="input"),
+        after the given sequence number or job id."""
+        ...
+
     async def sent_since(self, since: float) -> list[float]:
         """When requests that got an answer were sent, across all runs, since `since`."""
         ...
@@ -187,6 +211,14 @@ class Store(Protocol):
 
     async def usage(self, run_id: int) -> tuple[int, int]:
         """Prompt and completion tokens used by the run so far."""
+        ...
+
+    async def usage_by_model(self, run_id: int) -> dict[str, tuple[int, int]]:
+        """Prompt and completion tokens used so far, per model."""
+        ...
+
+    async def error_kinds(self, run_id: int) -> list[tuple[str, int, ErrorEntry]]:
+        """Attempt errors grouped by code: (code, count, newest example), most frequent first."""
         ...
 
     async def recent_errors(self, run_id: int, limit: int) -> list[ErrorEntry]:

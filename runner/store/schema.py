@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -15,6 +16,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 
 metadata = MetaData()
@@ -57,6 +60,8 @@ jobs = Table(
     Column("body", LargeBinary, nullable=False),
     Column("metadata", LargeBinary),
     Column("est_tokens", Integer, nullable=False, default=0),
+    # The body's model, kept apart for usage and cost per model without parsing bodies.
+    Column("model", Text, nullable=False, default="", server_default=text("''")),
     # pending | running | retry | done | failed
     Column("state", String(8), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
@@ -72,6 +77,8 @@ jobs = Table(
     Column("completion_tokens", Integer, nullable=False, default=0),
     Column("done_seq", BigInteger),
     Column("finished_at", Float),
+    # The result was served from the response cache (no request was sent, nothing was paid).
+    Column("cached", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("run_id", "custom_id", name="uq_jobs_run_custom_id"),
     Index("ix_jobs_claim", "run_id", "state", "next_attempt_at", "id"),
     Index("ix_jobs_done_seq", "run_id", "done_seq"),
@@ -88,4 +95,19 @@ attempt_errors = Table(
     Column("code", Text, nullable=False),
     Column("message", Text, nullable=False),
     Index("ix_attempt_errors_run", "run_id", "id"),
+)
+
+# Provider answers keyed by runner.cache.policy.cache_key, shared by every run in the database.
+response_cache = Table(
+    "response_cache",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),  # NULL: never expires
+    Column("hits", Integer, nullable=False, default=0),
+    Index("ix_response_cache_created_at", "created_at"),
 )

@@ -156,6 +156,7 @@ class SqlStore:
                 body=j.body,
                 metadata=j.metadata,
                 est_tokens=j.est_tokens,
+                model=j.model,
                 state="pending",
                 attempts=0,
                 next_attempt_at=0.0,
@@ -293,18 +294,7 @@ class SqlStore:
     async def results_after(self, run_id: int, seq: int, limit: int) -> list[ResultRow]:
         """Final results with a sequence number above `seq`, in sequence order."""
         query = (
-            select(
-                jobs.c.done_seq,
-                jobs.c.id,
-                jobs.c.custom_id,
-                jobs.c.state,
-                jobs.c.status_code,
-                jobs.c.request_id,
-                jobs.c.response,
-                jobs.c.error_code,
-                jobs.c.error_message,
-                jobs.c.metadata,
-            )
+            select(*_RESULT_COLUMNS)
             .where(jobs.c.run_id == run_id, jobs.c.done_seq > seq)
             .order_by(jobs.c.done_seq)
             .limit(limit)
@@ -335,6 +325,69 @@ class SqlStore:
                 if (await conn.execute(query.limit(1))).first() is not None:
                     return True
         return False
+
+    async def requeue_failed(self, run_id: int, only_code: str | None) -> list[int]:
+        """Put failed jobs (optionally of one error code) back in the queue; return their ids."""
+        where = [jobs.c.run_id == run_id, jobs.c.state == "failed"]
+        if only_code is not None:
+            where.append(jobs.c.error_code == only_code)
+        fresh = dict(
+            state="pending",
+            attempts=0,
+            next_attempt_at=0.0,
+            status_code=None,
+            request_id=None,
+            response=None,
+            error_code=None,
+            error_message=None,
+            done_seq=None,
+            finished_at=None,
+        )
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(select(jobs.c.id).where(*where))).scalars())
+            if ids:
+                await conn.execute(update(jobs).where(*where).values(**fresh))
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(export_seq=0, export_offset=0, finished_at=None, stop_reason=None)
+                )
+        return [int(i) for i in ids]
+
+    async def rewrite_bodies(self, updates: Sequence[tuple[int, bytes]], model: str) -> None:
+        """Replace the request bodies of the given job ids (now asking for `model`)."""
+        if not updates:
+            return
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(body=bindparam("b_body"), model=model)
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, [dict(b_id=i, b_body=b) for i, b in updates])
+
+    async def bodies(self, job_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The request bodies of the given job ids."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(jobs.c.id, jobs.c.body).where(jobs.c.id.in_(job_ids)))
+            ).all()
+        return [(int(i), bytes(b)) for i, b in rows]
+
+    async def results_in_order(
+        self, run_id: int, order: str, after: int, limit: int
+    ) -> list[ResultRow]:
+        """Final results by finishing sequence or by input line, after a seq / job id."""
+        key = jobs.c.done_seq if order == "finish" else jobs.c.id
+        query = (
+            select(*_RESULT_COLUMNS)
+            .where(jobs.c.run_id == run_id, jobs.c.done_seq.is_not(None), key > after)
+            .order_by(key)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ResultRow(*tuple(row)) for row in rows]
 
     async def sent_since(self, since: float) -> list[float]:
         """When requests that got an answer were sent, across all runs, since `since`."""
@@ -368,6 +421,41 @@ class SqlStore:
             prompt, completion = (await conn.execute(query)).one()
         return int(prompt), int(completion)
 
+    async def usage_by_model(self, run_id: int) -> dict[str, tuple[int, int]]:
+        """Prompt and completion tokens used so far, per model."""
+        query = (
+            select(
+                jobs.c.model,
+                func.coalesce(func.sum(jobs.c.prompt_tokens), 0),
+                func.coalesce(func.sum(jobs.c.completion_tokens), 0),
+            )
+            .where(jobs.c.run_id == run_id)
+            .group_by(jobs.c.model)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(m or ""): (int(p), int(c)) for m, p, c in rows if p or c}
+
+    async def error_kinds(self, run_id: int) -> list[tuple[str, int, ErrorEntry]]:
+        """Attempt errors grouped by code: (code, count, newest example), most frequent first."""
+        t = attempt_errors
+        grouped = (
+            select(t.c.code, func.count(), func.max(t.c.id))
+            .where(t.c.run_id == run_id)
+            .group_by(t.c.code)
+            .order_by(func.count().desc())
+        )
+        async with self.engine.connect() as conn:
+            groups = (await conn.execute(grouped)).all()
+            examples = select(t.c.id, t.c.at, t.c.status_code, t.c.code, t.c.message).where(
+                t.c.id.in_([newest for _, _, newest in groups])
+            )
+            by_id = {row[0]: row[1:] for row in (await conn.execute(examples)).all()}
+        return [
+            (code, int(n), (float(by_id[i][0]), by_id[i][1], by_id[i][2], by_id[i][3]))
+            for code, n, i in groups
+        ]
+
     async def recent_errors(self, run_id: int, limit: int) -> list[ErrorEntry]:
         """The newest attempt errors: (at, status, code, message)."""
         t = attempt_errors
@@ -381,6 +469,19 @@ class SqlStore:
             rows = (await conn.execute(query)).all()
         return [(float(a), s, c, m) for a, s, c, m in rows]
 
+
+_RESULT_COLUMNS = (
+    jobs.c.done_seq,
+    jobs.c.id,
+    jobs.c.custom_id,
+    jobs.c.state,
+    jobs.c.status_code,
+    jobs.c.request_id,
+    jobs.c.response,
+    jobs.c.error_code,
+    jobs.c.error_message,
+    jobs.c.metadata,
+)
 
 _FINAL_UPDATE = (
     update(jobs)

@@ -1,0 +1,86 @@
+"""Commands around the runner: the emulator, a health check, database upgrades."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from runner.cli_common import call, db_option
+from runner.config import Environment
+from runner.emulator import EmulatorConfig, serve_forever
+from runner.health import check
+from runner.store.migrate import upgrade
+from runner.store.sql import open_store
+
+
+@click.command("mock-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8808, show_default=True)
+@click.option(
+    "--rpm",
+    "limit_requests",
+    type=click.IntRange(1),
+    default=None,
+    help="Requests allowed per window (per minute with the default --window-s 60).",
+)
+@click.option("--window-s", type=click.FloatRange(min=0.001), default=60.0, show_default=True)
+@click.option(
+    "--tpm", "limit_tokens", type=click.IntRange(1), default=None, help="Tokens allowed per window."
+)
+@click.option("--daily-limit", type=click.IntRange(1), default=None)
+@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option(
+    "--dialect",
+    type=click.Choice(["selam", "openai", "ietf", "ietf-structured", "none"]),
+    default="selam",
+    show_default=True,
+    help="Which rate-limit headers to send.",
+)
+@click.option("--api-key", default=None, help="Accept only this key (default: any).")
+def mock_server(host: str, port: int, **settings: Any) -> None:
+    """Serve the built-in emulator of the chat-completions API."""
+    config = EmulatorConfig(**settings)
+    click.echo(f"emulator listening on http://{host}:{port}/v1 (Ctrl-C to stop)")
+
+    async def go() -> None:
+        await serve_forever(config, host, port)
+
+    call(go)
+
+
+@click.command("health")
+@click.option("--model", default="selam-turbo", show_default=True, help="For the fallback call.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=15.0, show_default=True)
+def health(model: str, timeout_s: float) -> None:
+    """Check the key and the connection: exit 0 ok, 4 refused, 5 unreachable."""
+    env = Environment.from_process()
+    secrets = (env.api_key,) if env.api_key else ()
+
+    async def go() -> int:
+        verdict = await check(env.base_url, env.require_key(), model, timeout_s)
+        click.echo(("ok: " if verdict.code == 0 else "not ok: ") + verdict.reason)
+        return verdict.code
+
+    sys.exit(call(go, secrets))
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@db_option
+def db_upgrade(db: str | None) -> None:
+    """Apply every pending migration."""
+    env = Environment.from_process()
+
+    async def go() -> None:
+        async with open_store(db or env.db, migrate=False) as store:
+            await upgrade(store.engine)
+
+    call(go)
+    click.echo("database is up to date")

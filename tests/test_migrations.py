@@ -1,0 +1,104 @@
+"""The Alembic migrations build exactly the schema of runner.store.schema.metadata."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from runner.store.migrate import alembic_config, upgrade
+from runner.store.schema import metadata
+from runner.store.sql import SqlStore, open_store
+
+POSTGRES_SERVER = "postgres@127.0.0.1:5432"
+POSTGRES_URL = f"postgresql+asyncpg://{POSTGRES_SERVER}/test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def schema_diff(store: SqlStore) -> list[Any]:
+    async with store.engine.connect() as conn:
+        return await conn.run_sync(_diff)
+
+
+async def revision(store: SqlStore) -> str | None:
+    async with store.engine.connect() as conn:
+        return await conn.run_sync(_revision)
+
+
+def head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@asynccontextmanager
+async def fresh_postgres_database() -> AsyncIterator[str]:
+    """A throwaway database on the test server, so parallel users of `test` are not disturbed."""
+    name = f"runner_migrations_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(f"postgresql://{POSTGRES_SERVER}/test")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield POSTGRES_URL.removesuffix("/test") + f"/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_migrated_schema_equals_the_metadata(tmp_path: Path) -> None:
+    async with open_store(str(tmp_path / "fresh.db")) as store:
+        assert await schema_diff(store) == []
+        assert await revision(store) == head()
+
+
+@pytest.mark.anyio
+async def test_sqlite_an_empty_database_differs_from_the_metadata(tmp_path: Path) -> None:
+    """The comparison itself can fail: without migrations every table is missing."""
+    async with open_store(str(tmp_path / "empty.db"), migrate=False) as store:
+        diff = await schema_diff(store)
+    added = {op[1].name for op in diff if op[0] == "add_table"}
+    assert added == set(metadata.tables)
+    assert {"runs", "jobs", "attempt_errors"} <= added
+
+
+@pytest.mark.anyio
+async def test_sqlite_upgrading_again_changes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "twice.db")
+    async with open_store(path):
+        pass
+    async with open_store(path) as store:
+        await upgrade(store.engine)
+        assert await schema_diff(store) == []
+        assert await revision(store) == head()
+
+
+@pytest.mark.anyio
+async def test_postgresql_migrated_schema_equals_the_metadata() -> None:
+    async with fresh_postgres_database() as url, open_store(url) as store:
+        assert store.engine.dialect.name == "postgresql"
+        assert await schema_diff(store) == []
+        assert await revision(store) == head()
