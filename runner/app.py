@@ -113,9 +113,8 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
         run = await store.get_run(prepared.run.id)
         assert run is not None
         prompt, completion = await store.usage(run.id)
-        return RunReport(
-            run, prepared.resumed, stats, await store.counts(run.id), prompt, completion
-        )
+        counts = await store.counts(run.id)
+        return RunReport(run, prepared.resumed, stats, counts, prompt, completion, watch.cost())
 
 
 async def _baseline(store: Store, run: RunRecord) -> Baseline:

@@ -352,6 +352,7 @@ class Engine:
                     self.view.show(self.progress())
         finally:
             if self.view is not None:
+                self.view.show(self.progress())
                 self.view.close()
 
     async def _watch_signals(self) -> None:

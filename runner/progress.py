@@ -62,7 +62,7 @@ def progress_line(p: Progress) -> str:
     parts = [
         f"{p.done + p.failed:,}/{p.total:,} finished ({p.done:,} done, {p.failed:,} failed)",
         f"{p.retrying:,} retrying",
-        f"{p.in_flight:,} in flight",
+        f"{p.in_flight:,} in progress",
         f"{p.pending:,} pending",
         f"{p.requests_per_min:,.0f} req/min",
         f"{p.tokens_per_min:,.0f} tok/min",
@@ -88,7 +88,7 @@ def render(p: Progress) -> Group:
     table.add_row("done", f"[green]{p.done:,}", "requests/min", f"{p.requests_per_min:,.1f}")
     table.add_row("failed", f"[red]{p.failed:,}", "tokens/min", f"{p.tokens_per_min:,.0f}")
     table.add_row("retrying", f"[yellow]{p.retrying:,}", "tokens", f"{p.tokens:,}")
-    table.add_row("in flight", f"{p.in_flight:,}", "cost so far", _money(p.cost))
+    table.add_row("in progress", f"{p.in_flight:,}", "cost so far", _money(p.cost))
     table.add_row("pending", f"{p.pending:,}", "projected cost", _money(p.projected_cost))
     table.add_row("sent", f"{p.sent:,}", "answered 429", f"{p.rate_limited:,}")
     state = Text("running", style="green")
