@@ -6,20 +6,25 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 from runner.attempt import Attempt
+from runner.cache.policy import CacheMode
+from runner.cache.store import open_cache
+from runner.cache.use import CacheUse
 from runner.client import AiohttpTransport, ClientConfig
 from runner.clock import Clock
 from runner.config import Environment, RunOptions
 from runner.emulator import EmulatorConfig, serve_emulator
 from runner.engine import Engine, EngineConfig, RunStats
+from runner.errors import UsageError
 from runner.ingest import prepare_run
 from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
 from runner.pricing import PriceTable
 from runner.progress import LiveView, LogLineView, ProgressView
 from runner.retry import RetryPolicy
 from runner.store.protocol import RunRecord, Store
-from runner.store.sql import open_store
+from runner.store.sql import SqlStore, open_store
 from runner.watch import Baseline, Caps, RunWatch
 
 MOCK_KEY = "mock-key"
@@ -84,6 +89,7 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
         limiter = AdaptiveLimiter(limits, clock)
         if options.rpd is not None:
             limiter.seed_sends(await store.sent_since(clock.time() - DAY_S))
+        cache = await _open_cache(stack, options, store)
         attempt = Attempt(
             transport,
             limiter,
@@ -91,6 +97,7 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             clock,
             max_wait_s=options.max_wait_s,
             secrets=(target.api_key,),
+            cache=cache,
         )
         watch = RunWatch(
             Caps(options.max_tokens, options.max_cost, options.max_runtime_s),
@@ -110,11 +117,32 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
         stats = await engine.execute()
         stats.sent = attempt.sent
         stats.rate_limited = limiter.rate_limited_count
+        if cache is not None:
+            stats.cache_hits, stats.cache_misses = cache.hits, cache.misses
+            stats.tokens_saved = cache.tokens_saved
+            stats.cost_saved = watch.prices.cost(cache.saved)
         run = await store.get_run(prepared.run.id)
         assert run is not None
         prompt, completion = await store.usage(run.id)
         counts = await store.counts(run.id)
         return RunReport(run, prepared.resumed, stats, counts, prompt, completion, watch.cost())
+
+
+async def _open_cache(
+    stack: AsyncExitStack, options: RunOptions, store: SqlStore
+) -> CacheUse | None:
+    if options.cache_mode == "off":
+        return None
+    # The run database has one connection shared with the writer, so allow it a longer wait
+    # before the guard decides the cache is broken; a Redis server answers fast or not at all.
+    timeout_s = 1.0 if options.cache_url else 10.0
+    try:
+        cache = open_cache(options.cache_url, store.engine, timeout_s=timeout_s)
+    except ValueError as exc:
+        raise UsageError(f"--cache-url: {exc}") from None
+    stack.push_async_callback(cache.close)
+    mode = cast(CacheMode, options.cache_mode)
+    return CacheUse(cache, mode, options.cache_ttl_s)
 
 
 async def _baseline(store: Store, run: RunRecord) -> Baseline:

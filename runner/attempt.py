@@ -9,6 +9,7 @@ import anyio
 import orjson
 
 from runner.breaker import CircuitBreaker
+from runner.cache.use import CacheUse
 from runner.classify import Kind, Verdict, classify
 from runner.client import RawResponse, Transport, TransportError
 from runner.clock import Clock
@@ -65,7 +66,9 @@ class Attempt:
         *,
         max_wait_s: float,
         secrets: tuple[str, ...] = (),
+        cache: CacheUse | None = None,
     ) -> None:
+        self.cache = cache
         self.transport = transport
         self.limiter = limiter
         self.policy = policy
@@ -104,7 +107,20 @@ class Attempt:
         return Outcome(job.id, "pending")
 
     async def run(self, job: ClaimedJob, jitter: float) -> tuple[Outcome, StopRequest | None]:
-        """Make one attempt; return its outcome and, when the run must stop, why."""
+        """Serve the job from the cache, or make one attempt; return the outcome and any stop."""
+        key = self.cache.key_for(job.body) if self.cache is not None else None
+        if key is not None and self.cache is not None:
+            hit = await self.cache.lookup(key, self.clock.time())
+            if hit is not None:
+                return Outcome(job.id, "done", 200, None, hit.body, cached=True), None
+        outcome, stop = await self._send(job, jitter)
+        if key is not None and self.cache is not None and outcome.state == "done":
+            usage = (outcome.prompt_tokens, outcome.completion_tokens)
+            assert outcome.response is not None
+            await self.cache.remember(key, outcome.response, job.model, usage, self.clock.time())
+        return outcome, stop
+
+    async def _send(self, job: ClaimedJob, jitter: float) -> tuple[Outcome, StopRequest | None]:
         permit = await self._permit(job)
         if isinstance(permit, Outcome):
             return permit, None

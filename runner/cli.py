@@ -18,6 +18,8 @@ import click
 import orjson
 
 from runner.app import RunReport, api_target, exit_code, run_job
+from runner.cache.policy import parse_ttl
+from runner.cli_cache import cache
 from runner.cli_common import call, db_option
 from runner.cli_runs import cancel_cmd, export_cmd, list_runs, retry_failed_cmd, status
 from runner.cli_tools import db, health, mock_server
@@ -38,6 +40,13 @@ _SEVERITY = (4, 2, 6, 3, 1, 0)
 @click.version_option(package_name="runner")
 def main() -> None:
     """Run files of chat-completion requests against a rate-limited API, resumably."""
+
+
+def _ttl(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    try:
+        return parse_ttl(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _options(fn: Any) -> Any:
@@ -153,6 +162,30 @@ def _options(fn: Any) -> Any:
                 default=10 * 1024 * 1024,
                 show_default=True,
                 help="Longer lines are rejected.",
+            ),
+        ),
+        (
+            ("--cache", "cache_mode"),
+            dict(
+                type=click.Choice(["auto", "always", "off"]),
+                default="auto",
+                show_default=True,
+                help="Serve repeated requests from the cache: auto = deterministic ones only.",
+            ),
+        ),
+        (
+            ("--cache-url",),
+            dict(
+                default=None, help="redis://host:port/db to share the cache (default: the run DB)."
+            ),
+        ),
+        (
+            ("--cache-ttl", "cache_ttl_s"),
+            dict(
+                default="30d",
+                show_default=True,
+                callback=_ttl,
+                help="How long cached answers are served: 30m, 12h, 7d, forever.",
             ),
         ),
         (
@@ -297,5 +330,6 @@ for command in (
     mock_server,
     health,
     db,
+    cache,
 ):
     main.add_command(command)

@@ -76,6 +76,9 @@ class RunOptions:
     max_runtime_s: float | None = None
     prices_path: Path | None = None
     price_overrides: tuple[str, ...] = ()
+    cache_mode: str = "auto"  # auto (deterministic requests only) | always | off
+    cache_url: str | None = None  # None: the run database; redis://... to share across machines
+    cache_ttl_s: float = 30 * 86_400.0
     progress: str = "auto"  # auto (live on a terminal, plain lines otherwise) | live | plain | off
     progress_interval_s: float = 30.0
 

@@ -65,6 +65,10 @@ class RunStats:
     elapsed_s: float = 0.0
     stop: StopRequest | None = None
     errors_by_code: dict[str, int] = field(default_factory=dict)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    tokens_saved: int = 0
+    cost_saved: float | None = None
 
 
 def owner_id() -> str:

@@ -45,6 +45,8 @@ def result_line(row: ResultRow) -> bytes:
         "response": response,
         "error": error,
     }
+    if row.cached:
+        line["cached"] = True
     if row.metadata is not None:
         line["metadata"] = orjson.Fragment(one_line_json(row.metadata))
     return orjson.dumps(line) + b"\n"

@@ -45,6 +45,12 @@ def summary(report: RunReport, resume_command: str) -> str:
     ]
     if report.cost is not None:
         lines.append(f"  cost: ${report.cost:,.4f} (models with a known price)")
+    if stats.cache_hits or stats.cache_misses:
+        saved = "" if stats.cost_saved is None else f", ${stats.cost_saved:,.4f}"
+        lines.append(
+            f"  cache: {_n(stats.cache_hits)} hits, {_n(stats.cache_misses)} misses "
+            f"(saved {_n(stats.tokens_saved)} tokens{saved})"
+        )
     if stats.errors_by_code:
         grouped = ", ".join(f"{code} x{n}" for code, n in sorted(stats.errors_by_code.items()))
         lines.append(f"  errors: {grouped}")
@@ -82,6 +88,12 @@ def summary_dict(report: RunReport, code: int, resume_command: str) -> dict[str,
             "rate_limited": stats.rate_limited,
             "elapsed_s": round(stats.elapsed_s, 3),
             "errors_by_code": stats.errors_by_code,
+            "cache": {
+                "hits": stats.cache_hits,
+                "misses": stats.cache_misses,
+                "tokens_saved": stats.tokens_saved,
+                "cost_saved_usd": stats.cost_saved,
+            },
         },
         "tokens": {"prompt": report.prompt_tokens, "completion": report.completion_tokens},
         "cost_usd": report.cost,

@@ -54,6 +54,7 @@ async def emulator(**settings: Any) -> AsyncIterator[tuple[Emulator, ApiTarget]]
 async def run(jobs: Path, target: ApiTarget, tmp_path: Path, **options: Any) -> RunReport:
     """Run a job file through the real engine with a SQLite file in tmp_path."""
     options.setdefault("db", str(tmp_path / "runner.db"))
+    options.setdefault("progress", "off")
     out = options.pop("out", None) or RunOptions.default_out_path(jobs)
     return await run_job(RunOptions(jobs, out, **options), target, SystemClock())
 

@@ -67,6 +67,7 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retry_at: float = 0.0
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class ResultRow:
     error_code: str | None
     error_message: str | None
     metadata: bytes | None
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,7 +301,7 @@ class SqlStore:
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [ResultRow(*tuple(row)) for row in rows]
+        return [_result_row(row) for row in rows]
 
     async def set_watermark(self, run_id: int, seq: int, offset: int) -> None:
         """Record how far the results file reflects the database."""
@@ -387,7 +387,7 @@ class SqlStore:
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [ResultRow(*tuple(row)) for row in rows]
+        return [_result_row(row) for row in rows]
 
     async def sent_since(self, since: float) -> list[float]:
         """When requests that got an answer were sent, across all runs, since `since`."""
@@ -470,6 +470,23 @@ class SqlStore:
         return [(float(a), s, c, m) for a, s, c, m in rows]
 
 
+def _result_row(row: Any) -> ResultRow:
+    seq, job_id, custom_id, state, status, request_id, response, code, message, meta, cached = row
+    return ResultRow(
+        seq,
+        job_id,
+        custom_id,
+        state,
+        status,
+        request_id,
+        response,
+        code,
+        message,
+        meta,
+        bool(cached),
+    )
+
+
 _RESULT_COLUMNS = (
     jobs.c.done_seq,
     jobs.c.id,
@@ -481,6 +498,7 @@ _RESULT_COLUMNS = (
     jobs.c.error_code,
     jobs.c.error_message,
     jobs.c.metadata,
+    jobs.c.cached,
 )
 
 _FINAL_UPDATE = (
@@ -502,6 +520,7 @@ _FINAL_UPDATE = (
         completion_tokens=jobs.c.completion_tokens + bindparam("b_completion"),
         done_seq=bindparam("b_seq"),
         finished_at=bindparam("b_now"),
+        cached=bindparam("b_cached"),
         lease_owner=None,
         lease_expires_at=None,
     )
@@ -547,6 +566,7 @@ def _final_params(
             b_completion=o.completion_tokens,
             b_seq=first_seq + i,
             b_now=now,
+            b_cached=o.cached,
         )
         for i, o in enumerate(finals)
     ]
