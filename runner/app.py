@@ -6,7 +6,10 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
+
+import anyio
 
 from runner.attempt import Attempt
 from runner.cache.policy import CacheMode
@@ -20,6 +23,7 @@ from runner.engine import Engine, EngineConfig, RunStats
 from runner.errors import UsageError
 from runner.ingest import prepare_run
 from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
+from runner.ownership import owner_id
 from runner.pricing import PriceTable
 from runner.progress import LiveView, LogLineView, ProgressView
 from runner.retry import RetryPolicy
@@ -56,7 +60,7 @@ class RunReport:
 async def api_target(env: Environment, mock: bool) -> AsyncIterator[ApiTarget]:
     """The real API (key required), or the built-in emulator served on a loopback port."""
     if not mock:
-        yield ApiTarget(env.base_url, env.require_key(), mock=False)
+        yield ApiTarget(env.require_base_url(), env.require_key(), mock=False)
         return
     # A modest limit, so a mock run shows the limiter learning from Selam-style headers.
     emulator = EmulatorConfig(limit_requests=1200, window_s=60.0, latency_ms=20.0)
@@ -66,6 +70,8 @@ async def api_target(env: Environment, mock: bool) -> AsyncIterator[ApiTarget]:
 
 async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunReport:
     """Queue (or resume) the input and drain it; return the report."""
+    _check_results_writable(options.out_path)
+    owner = owner_id()
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(options.db))
         prepared = await prepare_run(
@@ -75,45 +81,17 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             restart=options.restart,
             clock=clock,
             max_line_bytes=options.max_line_bytes,
+            owner=owner,
         )
-        client = ClientConfig(
-            base_url=target.base_url,
-            api_key=target.api_key,
-            timeout_s=options.timeout_s,
-            max_connections=options.concurrency,
-        )
-        transport = await stack.enter_async_context(AiohttpTransport(client))
-        limits = LimitConfig(
-            rpm=options.rpm, tpm=options.tpm, rpd=options.rpd, max_wait_s=options.max_wait_s
-        )
-        limiter = AdaptiveLimiter(limits, clock)
-        if options.rpd is not None:
-            limiter.seed_sends(await store.sent_since(clock.time() - DAY_S))
-        cache = await _open_cache(stack, options, store)
-        attempt = Attempt(
-            transport,
-            limiter,
-            RetryPolicy(max_retries=options.max_retries),
-            clock,
-            max_wait_s=options.max_wait_s,
-            secrets=(target.api_key,),
-            cache=cache,
-        )
-        watch = RunWatch(
-            Caps(options.max_tokens, options.max_cost, options.max_runtime_s),
-            PriceTable.load(options.prices_path, options.price_overrides),
-            await _baseline(store, prepared.run),
-        )
-        engine = Engine(
-            store,
-            prepared.run,
-            attempt,
-            options.out_path,
-            EngineConfig(concurrency=options.concurrency),
-            clock,
-            watch,
-            progress_view(options.progress, options.progress_interval_s),
-        )
+        try:
+            engine, attempt, limiter, cache, watch = await _assemble(
+                stack, store, prepared.run, options, target, clock, owner
+            )
+        except BaseException:
+            # Nothing was sent: hand the run back so the next invocation is not kept out.
+            with anyio.CancelScope(shield=True):
+                await store.release(prepared.run.id, owner, clock.time(), 0.0, "not started")
+            raise
         stats = await engine.execute()
         stats.sent = attempt.sent
         stats.rate_limited = limiter.rate_limited_count
@@ -126,6 +104,70 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
         prompt, completion = await store.usage(run.id)
         counts = await store.counts(run.id)
         return RunReport(run, prepared.resumed, stats, counts, prompt, completion, watch.cost())
+
+
+async def _assemble(
+    stack: AsyncExitStack,
+    store: SqlStore,
+    run: RunRecord,
+    options: RunOptions,
+    target: ApiTarget,
+    clock: Clock,
+    owner: str,
+) -> tuple[Engine, Attempt, AdaptiveLimiter, CacheUse | None, RunWatch]:
+    client = ClientConfig(
+        base_url=target.base_url,
+        api_key=target.api_key,
+        timeout_s=options.timeout_s,
+        max_connections=options.concurrency,
+    )
+    transport = await stack.enter_async_context(AiohttpTransport(client))
+    limits = LimitConfig(
+        rpm=options.rpm, tpm=options.tpm, rpd=options.rpd, max_wait_s=options.max_wait_s
+    )
+    limiter = AdaptiveLimiter(limits, clock)
+    if options.rpd is not None:
+        limiter.seed_sends(await store.sent_since(clock.time() - DAY_S))
+    cache = await _open_cache(stack, options, store)
+    attempt = Attempt(
+        transport,
+        limiter,
+        RetryPolicy(max_retries=options.max_retries),
+        clock,
+        max_wait_s=options.max_wait_s,
+        secrets=(target.api_key,),
+        cache=cache,
+    )
+    watch = RunWatch(
+        Caps(options.max_tokens, options.max_cost, options.max_runtime_s),
+        PriceTable.load(options.prices_path, options.price_overrides),
+        await _baseline(store, run),
+    )
+    engine = Engine(
+        store,
+        run,
+        attempt,
+        options.out_path,
+        EngineConfig(concurrency=options.concurrency),
+        clock,
+        watch,
+        owner,
+        progress_view(options.progress, options.progress_interval_s),
+    )
+    return engine, attempt, limiter, cache, watch
+
+
+def _check_results_writable(path: Path) -> None:
+    """Fail before anything is queued or sent if the results file cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with path.open("ab"):
+            pass
+        if not existed:
+            path.unlink()  # created only to prove it can be; the run creates it for real
+    except OSError as exc:
+        raise UsageError(f"cannot write the results file {path}: {exc.strerror or exc}") from None
 
 
 async def _open_cache(

@@ -14,8 +14,8 @@ from runner.classify import Kind, Verdict, classify
 from runner.client import RawResponse, Transport, TransportError
 from runner.clock import Clock
 from runner.limits import Limiter, Permit, TokensNeverFit, WaitTooLong
-from runner.ratelimit_headers import parse_rate_limit_headers
-from runner.redact import redact
+from runner.ratelimit_headers import RateLimitInfo, parse_rate_limit_headers
+from runner.redact import REDACTED, redact
 from runner.retry import RetryPolicy
 from runner.store.protocol import ClaimedJob, Outcome
 
@@ -77,6 +77,7 @@ class Attempt:
         self.secrets = secrets
         self.breaker = CircuitBreaker()
         self.sent = 0
+        self.answers = 0
         self.rate_limited = 0
         self._waiting: set[anyio.CancelScope] = set()
         self._warned: set[str] = set()
@@ -130,10 +131,30 @@ class Attempt:
         try:
             response = await self.transport.send(job.body)
         except TransportError as exc:
-            self._trip_breaker()
+            # No answer is still news for the limiter: the first-answer gate must not wait on it.
+            self.limiter.settle(permit, RateLimitInfo(), None)
             message = redact(exc.message, self.secrets)
+            tripped = self._trip_breaker()
+            if tripped and self.answers == 0:
+                # Nothing has ever answered: a wrong URL or a network down, not a flaky
+                # server. Stop before every job burns its retries on it.
+                stop = StopRequest("unreachable", f"no answer from the API: {message}")
+                return Outcome(job.id, "pending", error_code=exc.code, error_message=message), stop
             return self._again(job, jitter, None, exc.code, message, None, rate_limited=False), None
-        return self._decide(job, jitter, permit, response)
+        self.answers += 1
+        return self._decide(job, jitter, permit, self._scrubbed(response))
+
+    def _scrubbed(self, response: RawResponse) -> RawResponse:
+        """The response with any echo of the key removed before it can be stored."""
+        body = response.body
+        for secret in self.secrets:
+            if secret and secret.encode() in body:
+                body = body.replace(secret.encode(), REDACTED.encode())
+        return (
+            response
+            if body is response.body
+            else RawResponse(response.status, response.headers, body)
+        )
 
     def _decide(
         self, job: ClaimedJob, jitter: float, permit: Permit, response: RawResponse
@@ -143,7 +164,7 @@ class Attempt:
         self._warn_once(info.problems)
         verdict = classify(response.status, response.headers, response.body, now, self.max_wait_s)
         prompt, completion = _usage(verdict.parsed)
-        self.limiter.settle(permit, info, prompt + completion if verdict.parsed else None)
+        self.limiter.settle(permit, info, prompt + completion if verdict.kind is Kind.OK else None)
         request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
         if verdict.kind is Kind.OK:
             self.breaker.success()
@@ -211,15 +232,18 @@ class Attempt:
             job.id, "retry", status, None, None, code, message, retry_at=self.clock.time() + delay
         )
 
-    def _trip_breaker(self) -> None:
+    def _trip_breaker(self) -> bool:
         pause = self.breaker.failure()
-        if pause is not None:
+        if pause is None:
+            return False
+        if self.answers:
             log.warning(
                 "%d consecutive server or connection failures: pausing all sends for %.0fs",
                 self.breaker.threshold,
                 pause,
             )
             self.limiter.pause(pause, "circuit breaker: repeated server failures")
+        return True
 
     def _warn_once(self, problems: tuple[str, ...]) -> None:
         for problem in problems:

@@ -20,7 +20,7 @@ import orjson
 from runner.app import RunReport, api_target, exit_code, run_job
 from runner.cache.policy import parse_ttl
 from runner.cli_cache import cache
-from runner.cli_common import call, db_option
+from runner.cli_common import Finite, call, db_option
 from runner.cli_runs import cancel_cmd, export_cmd, list_runs, retry_failed_cmd, status
 from runner.cli_tools import db, health, mock_server
 from runner.clock import SystemClock
@@ -80,7 +80,7 @@ def _options(fn: Any) -> Any:
         (
             ("--timeout", "timeout_s"),
             dict(
-                type=click.FloatRange(0.1),
+                type=Finite(0.1),
                 default=120.0,
                 show_default=True,
                 help="Seconds to wait for an answer.",
@@ -89,19 +89,19 @@ def _options(fn: Any) -> Any:
         (
             ("--rpm",),
             dict(
-                type=click.FloatRange(min=0.01),
+                type=Finite(min=0.01),
                 default=None,
                 help="Ceiling on requests per minute (the rest is learned from headers).",
             ),
         ),
         (
             ("--tpm",),
-            dict(type=click.FloatRange(min=1), default=None, help="Ceiling on tokens per minute."),
+            dict(type=Finite(min=1), default=None, help="Ceiling on tokens per minute."),
         ),
         (
             ("--rpd",),
             dict(
-                type=click.FloatRange(min=1),
+                type=Finite(min=1),
                 default=None,
                 help="Requests per day your plan allows (counted across runs).",
             ),
@@ -109,7 +109,7 @@ def _options(fn: Any) -> Any:
         (
             ("--max-wait", "max_wait_s"),
             dict(
-                type=click.FloatRange(1),
+                type=Finite(1),
                 default=120.0,
                 show_default=True,
                 help="A longer wait is a quota: stop with exit 3.",
@@ -126,7 +126,7 @@ def _options(fn: Any) -> Any:
         (
             ("--max-cost",),
             dict(
-                type=click.FloatRange(min=0),
+                type=Finite(min=0),
                 default=None,
                 help="Stop dispatch once the run has cost this much (USD).",
             ),
@@ -134,7 +134,7 @@ def _options(fn: Any) -> Any:
         (
             ("--max-runtime", "max_runtime_s"),
             dict(
-                type=click.FloatRange(min=1),
+                type=Finite(min=1),
                 default=None,
                 help="Stop cleanly after this many seconds.",
             ),
@@ -200,7 +200,7 @@ def _options(fn: Any) -> Any:
         (
             ("--progress-interval", "progress_interval_s"),
             dict(
-                type=click.FloatRange(0.1),
+                type=Finite(0.1),
                 default=30.0,
                 show_default=True,
                 help="Seconds between plain lines.",
@@ -286,10 +286,24 @@ def run(
 
 
 def _run_options(path: Path, out: Path | None, db: str, settings: dict[str, Any]) -> RunOptions:
+    if not path.is_file():
+        raise click.UsageError(
+            f"{path} is not a regular file; a run must be able to re-read its input to resume "
+            "(save a pipe's output to a file first)"
+        )
     input_path = path.resolve()
     out_path = (out or RunOptions.default_out_path(input_path)).resolve()
     if out_path == input_path:
         raise click.UsageError("--out must not be the input file")
+    if "://" not in db:
+        database = Path(db).expanduser().resolve()
+        taken = {
+            database,
+            database.with_name(database.name + "-wal"),
+            database.with_name(database.name + "-shm"),
+        }
+        if out_path in taken:
+            raise click.UsageError("--out must not be the database file")
     values = dict(settings)
     values["price_overrides"] = tuple(values.get("price_overrides") or ())
     return RunOptions(input_path, out_path, db, **values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,19 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         help="SQLite file path or SQLAlchemy URL (default: $RUNNER_DB, else ./runner.db).",
     )(fn)
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and infinity."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Convert as FloatRange does, then insist on a finite number."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def find_run(runs: Sequence[RunRecord], selector: str | None) -> RunRecord:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import anyio
 import click
 
-from runner.cli_common import call, db_option
+from runner.cli_common import Finite, call, db_option
 from runner.config import Environment
-from runner.emulator import EmulatorConfig, serve_forever
+from runner.emulator import EmulatorConfig, serve_emulator
+from runner.errors import UsageError
 from runner.health import check
 from runner.store.migrate import upgrade
 from runner.store.sql import open_store
@@ -17,7 +19,7 @@ from runner.store.sql import open_store
 
 @click.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8808, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8808, show_default=True)
 @click.option(
     "--rpm",
     "limit_requests",
@@ -25,13 +27,13 @@ from runner.store.sql import open_store
     default=None,
     help="Requests allowed per window (per minute with the default --window-s 60).",
 )
-@click.option("--window-s", type=click.FloatRange(min=0.001), default=60.0, show_default=True)
+@click.option("--window-s", type=Finite(min=0.001), default=60.0, show_default=True)
 @click.option(
     "--tpm", "limit_tokens", type=click.IntRange(1), default=None, help="Tokens allowed per window."
 )
 @click.option("--daily-limit", type=click.IntRange(1), default=None)
-@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--latency-ms", type=Finite(0), default=0.0, show_default=True)
+@click.option("--fail-rate", type=Finite(0, 1), default=0.0, show_default=True)
 @click.option(
     "--dialect",
     type=click.Choice(["selam", "openai", "ietf", "ietf-structured", "none"]),
@@ -43,17 +45,21 @@ from runner.store.sql import open_store
 def mock_server(host: str, port: int, **settings: Any) -> None:
     """Serve the built-in emulator of the chat-completions API."""
     config = EmulatorConfig(**settings)
-    click.echo(f"emulator listening on http://{host}:{port}/v1 (Ctrl-C to stop)")
 
     async def go() -> None:
-        await serve_forever(config, host, port)
+        try:
+            async with serve_emulator(config, host, port) as (_, base_url):
+                click.echo(f"emulator listening on {base_url} (Ctrl-C to stop)")
+                await anyio.sleep_forever()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
     call(go)
 
 
 @click.command("health")
 @click.option("--model", default="selam-turbo", show_default=True, help="For the fallback call.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=15.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=Finite(0.1), default=15.0, show_default=True)
 def health(model: str, timeout_s: float) -> None:
     """Check the key and the connection: exit 0 ok, 4 refused, 5 unreachable."""
     env = Environment.from_process()

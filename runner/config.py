@@ -6,10 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from runner.errors import MissingKeyError
+from runner.errors import MissingKeyError, UsageError
 
 DEFAULT_BASE_URL = "https://api.selamgpt.com/v1"
 DEFAULT_DB = "runner.db"
@@ -35,8 +36,9 @@ class Environment:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Environment:
         """Pick the key, base URL and database from a mapping of variables."""
-        key = env.get("SELAM_API_KEY") or env.get("OPENAI_API_KEY") or None
-        base_url = env.get("SELAM_BASE_URL") or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        key = (env.get("SELAM_API_KEY") or env.get("OPENAI_API_KEY") or "").strip() or None
+        base_url = (env.get("SELAM_BASE_URL") or env.get("OPENAI_BASE_URL") or "").strip()
+        base_url = base_url or DEFAULT_BASE_URL
         return cls(api_key=key, base_url=base_url, db=env.get("RUNNER_DB") or DEFAULT_DB)
 
     def require_key(self) -> str:
@@ -47,7 +49,23 @@ class Environment:
                 "`export SELAM_API_KEY=<your key>` or a line SELAM_API_KEY=<your key> in ./.env; "
                 "or pass --mock to run against the built-in emulator"
             )
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.api_key):
+            raise UsageError("the API key holds a control character; check SELAM_API_KEY")
         return self.api_key
+
+    def require_base_url(self) -> str:
+        """The base URL, checked to be http(s)://host[...] before anything is sent."""
+        try:
+            parsed = urlsplit(self.base_url)
+            usable = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise UsageError(
+                f"SELAM_BASE_URL / OPENAI_BASE_URL {self.base_url!r} is not an http(s) URL; "
+                f"expected e.g. {DEFAULT_BASE_URL}"
+            )
+        return self.base_url
 
     def __repr__(self) -> str:
         # The key must never reach a log or traceback through a repr.

@@ -1,7 +1,7 @@
 """The built-in emulator of the chat-completions API: local, free and deterministic.
 
 An aiohttp server for users trying a job file without a key, and for tests and benchmarks
-(in-process on a loopback port via `serve_emulator`, or as a process via `serve_forever`).
+(in-process on a loopback port via `serve_emulator`, or as `runner mock-server`).
 Routes: POST /v1/chat/completions, GET /v1/models, GET /emulator/stats, POST /emulator/reset.
 
 A chat request passes, in order: auth (401) → body checks (400; 404 for `missing-*` models) →
@@ -556,9 +556,3 @@ async def serve_emulator(
         yield emulator, f"http://{url_host}:{bound_port}/v1"
     finally:
         await runner.cleanup()
-
-
-async def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
-    """Serve an emulator until cancelled (the `runner mock-server` command); prints nothing."""
-    async with serve_emulator(config, host, port):
-        await anyio.sleep_forever()

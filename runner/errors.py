@@ -71,6 +71,12 @@ class RunLockedError(RunnerError):
     exit_code = 6
 
 
+class ResultsWriteError(RunnerError):
+    """The results file could not be written (disk full, permissions); resumable."""
+
+    exit_code = 3
+
+
 class ProviderError(RunnerError):
     """The provider refused the run as a whole."""
 

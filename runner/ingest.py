@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from runner.clock import Clock
 from runner.errors import InputChangedError, InputError, InputProblem
 from runner.jobfile import Job, LineError, file_digest, iter_lines, new_digest, parse_line
+from runner.ownership import take_run
 from runner.store.protocol import RunRecord, Store
 
-INSERT_BATCH = 2000
+INSERT_BATCH = 5000
 MAX_REPORTED_PROBLEMS = 20
 
 
@@ -45,33 +47,48 @@ async def prepare_run(
     restart: bool,
     clock: Clock,
     max_line_bytes: int,
+    owner: str,
 ) -> IngestResult:
-    """Return the run for (input, results path): resumed if it exists, else validated and queued."""
+    """The run for (input, results path), owned by `owner`: resumed if it exists and the input
+    is unchanged, else validated and queued. Raises RunLockedError if a live process has it."""
     key = str(out_path)
     existing = await store.find_run(key)
-    if existing is not None and existing.state == "ready" and not restart:
-        digest = await anyio.to_thread.run_sync(file_digest, input_path)
-        if digest == existing.input_digest:
-            return IngestResult(existing, resumed=True)
-        if existing.input_path != str(input_path):
-            raise InputChangedError(
-                f"{out_path} holds the results of another input file, {existing.input_path}. "
-                f"Choose another --out for {input_path} (or --restart to discard that run)."
-            )
-        raise InputChangedError(
-            f"{out_path} holds results of a run of {existing.input_path}, whose content "
-            f"differs from {input_path} now. Re-run with --restart to discard that run and "
-            f"start over, or choose another --out."
-        )
     if existing is None and not restart and _has_content(out_path):
         raise InputChangedError(
             f"{out_path} already exists and belongs to no run in this database. "
             f"Re-run with --restart to overwrite it, or choose another --out."
         )
     if existing is not None:
+        await take_run(store, existing, owner, clock.time())
+        try:
+            if existing.state == "ready" and not restart:
+                await _check_same_input(existing, input_path, out_path)
+                run = await store.get_run(existing.id)
+                assert run is not None
+                return IngestResult(run, resumed=True)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await store.release(existing.id, owner, clock.time(), 0.0, existing.stop_reason)
+            raise
         await store.delete_run(existing.id)
-    run = await _ingest(store, input_path, key, clock, max_line_bytes)
+    run = await _ingest(store, input_path, key, clock, max_line_bytes, owner)
     return IngestResult(run, resumed=False)
+
+
+async def _check_same_input(existing: RunRecord, input_path: Path, out_path: Path) -> None:
+    digest = await anyio.to_thread.run_sync(file_digest, input_path)
+    if digest == existing.input_digest:
+        return
+    if existing.input_path != str(input_path):
+        raise InputChangedError(
+            f"{out_path} holds the results of another input file, {existing.input_path}. "
+            f"Choose another --out for {input_path} (or --restart to discard that run)."
+        )
+    raise InputChangedError(
+        f"{input_path} has changed since its run began ({out_path} holds that run's "
+        f"results). Re-run with --restart to discard that run and start over, or choose "
+        f"another --out."
+    )
 
 
 def _has_content(path: Path) -> bool:
@@ -79,25 +96,31 @@ def _has_content(path: Path) -> bool:
 
 
 async def _ingest(
-    store: Store, input_path: Path, key: str, clock: Clock, max_line_bytes: int
+    store: Store, input_path: Path, key: str, clock: Clock, max_line_bytes: int, owner: str
 ) -> RunRecord:
-    run_id = await store.create_run(key, str(input_path), "", clock.time())
+    run_id = await store.create_run(key, str(input_path), "", clock.time(), owner)
     problems = _Problems(input_path)
     digest = new_digest()
-    batch: list[Job] = []
     total = 0
     try:
-        for number, raw in iter_lines(input_path, digest, max_line_bytes):
-            job = _parse(raw, number, max_line_bytes, problems)
-            if job is None:
-                continue
-            total += 1
-            batch.append(job)
-            if len(batch) >= INSERT_BATCH:
-                await _insert(store, run_id, batch, problems)
-                batch = []
-        if batch:
-            await _insert(store, run_id, batch, problems)
+        # Parsing (here) and inserting (the database driver's thread) overlap: one batch is
+        # written while the next is read.
+        send, receive = anyio.create_memory_object_stream[list[Job]](1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_inserter, store, run_id, receive, problems, (owner, clock))
+            async with send:
+                batch: list[Job] = []
+                for number, raw in iter_lines(input_path, digest, max_line_bytes):
+                    job = _parse(raw, number, max_line_bytes, problems)
+                    if job is None:
+                        continue
+                    total += 1
+                    batch.append(job)
+                    if len(batch) >= INSERT_BATCH:
+                        await send.send(batch)
+                        batch = []
+                if batch:
+                    await send.send(batch)
         if problems.shown:
             raise InputError(sorted(problems.shown, key=lambda p: p.line), problems.more)
         if total == 0:
@@ -122,6 +145,21 @@ def _parse(raw: bytes | None, number: int, max_line_bytes: int, problems: _Probl
     except LineError as exc:
         problems.add(number, str(exc))
         return None
+
+
+async def _inserter(
+    store: Store,
+    run_id: int,
+    batches: MemoryObjectReceiveStream[list[Job]],
+    problems: _Problems,
+    alive: tuple[str, Clock],
+) -> None:
+    owner, clock = alive
+    async with batches:
+        async for batch in batches:
+            await _insert(store, run_id, batch, problems)
+            # A long ingest keeps its claim on the run fresh, like a running engine does.
+            await store.heartbeat(run_id, owner, clock.time(), None)
 
 
 async def _insert(store: Store, run_id: int, batch: list[Job], problems: _Problems) -> None:

@@ -32,6 +32,16 @@ class Job:
     model: str = ""
 
 
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
 class LineError(ValueError):
     """A line that cannot become a job; the message is the reason."""
 
@@ -44,9 +54,14 @@ def parse_line(raw: bytes, line: int) -> Job | None:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise LineError(f"not valid JSON ({exc.args[0]})") from None
+        reason = str(exc.args[0])
+        if "UTF-8" in reason:
+            raise LineError(
+                "not UTF-8 text (save the file as UTF-8, not UTF-16 or Latin-1)"
+            ) from None
+        raise LineError(f"not valid JSON ({reason})") from None
     if not isinstance(obj, dict):
-        raise LineError(f"expected a JSON object, got {type(obj).__name__}")
+        raise LineError(f"expected a JSON object, got {json_type(obj)}")
     if "body" in obj or "custom_id" in obj:
         return _batch_line(obj, line)
     return _job(obj, f"line-{line}", None, line, bare=True)
@@ -54,7 +69,7 @@ def parse_line(raw: bytes, line: int) -> Job | None:
 
 def _batch_line(obj: dict[str, object], line: int) -> Job:
     custom_id = obj.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
+    if not isinstance(custom_id, str) or not custom_id.strip():
         raise LineError("custom_id must be a non-empty string")
     method = obj.get("method", "POST")
     if method != "POST":
@@ -67,7 +82,7 @@ def _batch_line(obj: dict[str, object], line: int) -> Job:
         raise LineError("body must be a JSON object holding the chat-completion request")
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise LineError("metadata must be a JSON object when present")
+        raise LineError(f"metadata must be a JSON object when present, got {json_type(metadata)}")
     return _job(body, custom_id, metadata, line)
 
 
@@ -77,17 +92,27 @@ def _job(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise LineError("body has no messages (a non-empty list is required)")
-    if not isinstance(body.get("model"), str):
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise LineError(f"messages[{index}] must be an object with a role")
+    model = body.get("model")
+    if model is None:
         raise LineError("body has no model (a string is required)")
+    if not isinstance(model, str) or not model.strip():
+        raise LineError(f"model must be a non-empty string, got {json_type(model)}")
     if bare and "metadata" in body:
         # A bare body's metadata is ours to carry, not the provider's to receive.
         metadata = body.pop("metadata")
         if not isinstance(metadata, dict):
             raise LineError("metadata must be a JSON object when present")
+    try:
+        encoded = orjson.dumps(body)
+    except TypeError as exc:  # orjson's own limits, e.g. nesting deeper than 254 levels
+        raise LineError(f"body cannot be sent as JSON ({exc})") from None
     return Job(
         line=line,
         custom_id=custom_id,
-        body=orjson.dumps(body),
+        body=encoded,
         metadata=orjson.dumps(metadata) if metadata is not None else None,
         est_tokens=estimate_request_tokens(body),
         model=str(body["model"]),

@@ -91,7 +91,6 @@ class LimitConfig:
     rpd: float | None = None
     burst_s: float = 2.0
     window_margin: float = 0.03
-    initial_rps: float = 1.0
     max_wait_s: float = 120.0
 
 
@@ -166,6 +165,17 @@ class Budget:
         self._refill(now, rate)
         need = min(cost, self.capacity(rate))
         return max(0.0, (need - self.level) / rate)
+
+    def server_wait_s(self, cost: float, now: float, sent_total: float) -> float:
+        """The part of the wait the provider imposes (its count, its windows), not our ceilings."""
+        learned = [(limit, w) for limit, w in self.windows() if self._is_provider_window(limit, w)]
+        log_wait = max((self.log.wait_s(w, lim, cost, now) for lim, w in learned), default=0.0)
+        return max(log_wait, self._gate_wait(cost, now, sent_total))
+
+    def _is_provider_window(self, limit: float, window: float) -> bool:
+        if window >= DAY_S:
+            return True  # --rpd is the plan's daily allowance: a quota either way
+        return limit == self.limit and limit != self.ceiling_per_min
 
     def _log_wait(self, cost: float, now: float) -> float:
         windows = self.windows()
@@ -262,11 +272,15 @@ class AdaptiveLimiter:
         self._pause_until = 0.0
         self._pause_reason = ""
         self._headers_seen = False
-        self._blind = AdaptiveRate(rps=config.initial_rps)
+        self._blind = AdaptiveRate()
+        self._answered = 0
         self.rate_limited_count = 0
 
     def _fallback(self) -> float | None:
         return None if self._headers_seen else self._blind.rps
+
+    def _fallback_known(self) -> bool:
+        return self.config.rpm is not None or self.config.tpm is not None
 
     def _check_fits(self, tokens: int) -> None:
         caps = [c for c in (self.tokens.limit, self.config.tpm) if c is not None]
@@ -276,6 +290,9 @@ class AdaptiveLimiter:
             )
 
     def _wait_s(self, tokens: int, now: float) -> tuple[float, str]:
+        if self._answered == 0 and self._seq > 0 and not self._fallback_known():
+            # The first request goes alone: its answer's headers may tell the limit.
+            return _POLL_S, "waiting for the first answer"
         waits = [
             (self._pause_until - now, self._pause_reason or "paused"),
             (self.requests.wait_s(1, now, self._sent_requests, self._fallback()), "request limit"),
@@ -286,6 +303,9 @@ class AdaptiveLimiter:
     async def acquire(self, tokens: int) -> Permit:
         """Wait until one request costing `tokens` may be sent."""
         self._check_fits(tokens)
+        if self._unlimited():
+            # Nothing is known to limit sends: skip the lock and the budget arithmetic.
+            return self._take(tokens, self._clock.monotonic())
         async with self._lock:
             while True:
                 now = self._clock.monotonic()
@@ -293,9 +313,32 @@ class AdaptiveLimiter:
                 # Float rounding can leave waits too small to move a clock forward.
                 if wait <= _EPSILON_S:
                     return self._take(tokens, now)
-                if wait > self.config.max_wait_s:
+                if wait > self.config.max_wait_s and self._server_wait_s(tokens, now) > (
+                    self.config.max_wait_s
+                ):
                     raise WaitTooLong(wait, self._why_long(reason, now))
                 await self._clock.sleep(min(wait, _POLL_S))
+
+    def _server_wait_s(self, tokens: int, now: float) -> float:
+        """Waits a long-window quota or a server pause imposes (our own ceilings never count)."""
+        return max(
+            self._pause_until - now,
+            self.requests.server_wait_s(1, now, self._sent_requests),
+            self.tokens.server_wait_s(tokens, now, self._sent_tokens),
+        )
+
+    def _unlimited(self) -> bool:
+        return (
+            self._answered > 0
+            and not self._headers_seen
+            and self._blind.rps is None
+            and self.config.rpm is None
+            and self.config.tpm is None
+            and self.config.rpd is None
+            and self.tokens.limit is None
+            and self.tokens.gate_remaining is None
+            and self._pause_until <= self._clock.monotonic()
+        )
 
     def _why_long(self, reason: str, now: float) -> str:
         rpd = self.config.rpd
@@ -323,6 +366,7 @@ class AdaptiveLimiter:
     def settle(self, permit: Permit, info: RateLimitInfo, used_tokens: int | None) -> None:
         """Learn from an answer's headers and its real token usage."""
         now = self._clock.monotonic()
+        self._answered += 1
         if info.requests is not None:
             self._headers_seen = True
             self.requests.learn(info.requests, permit.seq, permit.sent_requests, now)
@@ -330,7 +374,7 @@ class AdaptiveLimiter:
             self.tokens.learn(info.tokens, permit.seq, permit.sent_tokens, now)
         if used_tokens is not None and used_tokens < permit.tokens:
             self.tokens.refund(permit.seq, permit.tokens, used_tokens)
-        if not self._headers_seen:
+        if not self._headers_seen and used_tokens is not None:
             self._blind.success(now)
 
     def rate_limited(self, wait_s: float | None) -> None:

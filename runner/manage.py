@@ -9,9 +9,9 @@ import orjson
 
 from runner.attempt import StopRequest
 from runner.clock import Clock
-from runner.engine import owner_id, owner_is_gone
 from runner.errors import RunLockedError
 from runner.output import ResultsFile, result_line
+from runner.ownership import describe_owner, owner_id, owner_is_gone, take_run
 from runner.store.protocol import Outcome, RunRecord, Store
 
 EXPORT_BATCH = 5000
@@ -21,10 +21,9 @@ CANCEL_BATCH = 1000
 def ensure_idle(run: RunRecord, now: float) -> None:
     """Refuse to change a run that a live process is working on."""
     if run.owner and not owner_is_gone(run.owner, run.heartbeat_at, now):
-        pid = run.owner.split(":")[1] if run.owner.count(":") >= 1 else "?"
         raise RunLockedError(
-            f"run {run.id} is being worked on by process {pid} ({run.owner}); stop it first "
-            f"(Ctrl-C, or kill -TERM {pid}) and try again"
+            f"run {run.id} is being worked on by {describe_owner(run.owner)}; stop it first "
+            "(Ctrl-C, or kill -TERM that process) and try again"
         )
 
 
@@ -63,10 +62,8 @@ async def export(store: Store, run: RunRecord, out: Path, order: str) -> int:
 
 async def cancel(store: Store, run: RunRecord, clock: Clock) -> int:
     """Fail every job not yet finished with code `cancelled`, so each gets its result line."""
-    ensure_idle(run, clock.time())
     owner = owner_id()
-    if not await store.take_ownership(run.id, owner, run.owner, clock.time()):
-        raise RunLockedError(f"run {run.id} was taken by another process just now")
+    await take_run(store, run, owner, clock.time())
     cancelled = 0
     results = ResultsFile(Path(run.out_path), store, run.id)
     try:

@@ -97,6 +97,11 @@ class ResultsFile:
             if len(rows) < EXPORT_BATCH:
                 return self.seq, self.offset
 
+    @property
+    def is_open(self) -> bool:
+        """Whether `open` succeeded and `close` has not been called."""
+        return self._fh is not None
+
     def close(self) -> None:
         """Close the file."""
         if self._fh is not None:

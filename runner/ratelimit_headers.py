@@ -318,6 +318,8 @@ def _counters(r: _Reader, prefix: str) -> _Pair | None:
     return _quota(limit, remaining, reset if after is None else after, window), None
 
 
+_NONE = RateLimitInfo()
+
 _DIALECTS: tuple[tuple[str, Callable[[_Reader], _Pair | None]], ...] = (
     ("ietf", _ietf_structured),
     ("openai", lambda r: _per_kind(r, "x-ratelimit-{field}-{kind}")),
@@ -329,6 +331,10 @@ _DIALECTS: tuple[tuple[str, Callable[[_Reader], _Pair | None]], ...] = (
 
 def parse_rate_limit_headers(headers: Mapping[str, str], now_s: float) -> RateLimitInfo:
     """Request and token budgets from response headers, whichever dialect carries them."""
+    # Every dialect's header names contain "ratelimit"; most responses of a header-less
+    # provider are answered here without building the reader.
+    if not any("ratelimit" in name.lower() for name in headers):
+        return _NONE
     reader = _Reader(headers, now_s)
     # Every dialect runs, so each unparseable header is reported even if outranked.
     present = [(name, pair) for name, parse in _DIALECTS if (pair := parse(reader)) is not None]

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from runner.app import RunReport
+from runner.ownership import owner_is_gone
 from runner.store.protocol import ErrorEntry, RunRecord
 
 STATE_LABELS = (
@@ -103,6 +104,8 @@ def summary_dict(report: RunReport, code: int, resume_command: str) -> dict[str,
 
 
 def _run_state(run: RunRecord) -> str:
+    if run.owner and owner_is_gone(run.owner, run.heartbeat_at, time.time()):
+        return "interrupted (its process is gone; run the same command to resume)"
     if run.state == "ingesting":
         return "queueing"
     if run.owner:

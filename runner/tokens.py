@@ -47,6 +47,10 @@ def completion_cap(body: Mapping[str, object]) -> int:
     return DEFAULT_COMPLETION_TOKENS * choices
 
 
+# Estimates are stored as 32-bit integers; no real request comes near this.
+MAX_ESTIMATE = 2**31 - 1
+
+
 def estimate_request_tokens(body: Mapping[str, object]) -> int:
     """Prompt tokens plus the completion cap: what the request may cost against a budget."""
-    return estimate_prompt_tokens(body.get("messages")) + completion_cap(body)
+    return min(MAX_ESTIMATE, estimate_prompt_tokens(body.get("messages")) + completion_cap(body))

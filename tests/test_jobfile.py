@@ -130,8 +130,8 @@ def test_blank_line_is_none(raw: bytes) -> None:
     ("raw", "reason"),
     [
         pytest.param(b'{"model": ', "not valid JSON", id="not-json"),
-        pytest.param(b"[1, 2]", "expected a JSON object, got list", id="array"),
-        pytest.param(b'"text"', "expected a JSON object, got str", id="string"),
+        pytest.param(b"[1, 2]", "expected a JSON object, got an array", id="array"),
+        pytest.param(b'"text"', "expected a JSON object, got a string", id="string"),
         pytest.param(line(batch(custom_id=None)), "custom_id must be", id="custom-id-null"),
         pytest.param(
             line({k: v for k, v in batch().items() if k != "custom_id"}),
@@ -164,7 +164,9 @@ def test_blank_line_is_none(raw: bytes) -> None:
         ),
         pytest.param(line(batch(body={"messages": MESSAGES})), "body has no model", id="no-model"),
         pytest.param(
-            line({"model": 3, "messages": MESSAGES}), "body has no model", id="model-not-string"
+            line({"model": 3, "messages": MESSAGES}),
+            "model must be a non-empty string, got a number",
+            id="model-not-string",
         ),
         pytest.param(
             line(batch(metadata=["a"])), "metadata must be a JSON object", id="batch-metadata-list"

@@ -69,26 +69,37 @@ def most_in_any_span(times: list[float], span_s: float) -> int:
     return max(bisect.bisect_left(times, t + span_s) - i for i, t in enumerate(times))
 
 
-# --- before any header: adaptive pacing from initial_rps -----------------------------------
+# --- before any header: one probe, then unpaced until the first 429 ----------------------
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("initial_rps", [1.0, 2.0, 0.5])
-async def test_before_headers_first_send_is_immediate_second_waits_one_interval(
-    initial_rps: float,
-) -> None:
-    lim, clock = limiter(initial_rps=initial_rps)
+async def test_before_any_answer_only_the_first_request_goes() -> None:
+    """The second send waits for the first answer: its headers may tell the limit."""
+    lim, clock = limiter()
+    first = await lim.acquire(10)
+    with anyio.move_on_after(0.05) as scope:
+        await lim.acquire(10)
+    assert scope.cancelled_caught
+    lim.settle(first, RateLimitInfo(), None)
     start = clock.now
     await lim.acquire(10)
     assert clock.now == start
-    await lim.acquire(10)
-    assert clock.now - start == pytest.approx(1 / initial_rps)
+
+
+@pytest.mark.anyio
+async def test_without_headers_or_429s_sends_are_not_paced() -> None:
+    """A provider that never limits is limited only by concurrency: 100 grants, no wait."""
+    lim, clock = limiter()
+    lim.settle(await lim.acquire(10), RateLimitInfo(), 30)
+    start = clock.now
+    await grant_times(lim, clock, 100)
+    assert clock.now == start
 
 
 @pytest.mark.anyio
 async def test_before_headers_a_send_after_an_idle_spell_is_immediate() -> None:
     lim, clock = limiter()
-    await lim.acquire(10)
+    lim.settle(await lim.acquire(10), RateLimitInfo(), None)
     clock.advance(30.0)
     start = clock.now
     await lim.acquire(10)
@@ -105,6 +116,8 @@ async def test_next_send_after_learning_60_per_10s_goes_one_interval_later() -> 
     permit = await lim.acquire(10)
     lim.settle(permit, requests(limit=60, window_s=10), None)
     start = clock.now
+    await lim.acquire(10)  # the bucket starts with one request in it
+    assert clock.now == start
     await lim.acquire(10)
     assert clock.now - start == pytest.approx(10 * 1.03 / 60, abs=0.01)
 
@@ -301,15 +314,17 @@ async def test_a_shorter_pause_does_not_cut_a_longer_one() -> None:
     assert clock.now - start == pytest.approx(10.0)
 
 
-def test_rate_limited_before_headers_slows_the_adaptive_pace() -> None:
-    lim, _ = limiter(initial_rps=1.0)
-    before = lim.snapshot()["requests"]
+@pytest.mark.anyio
+async def test_first_429_without_headers_paces_just_under_the_admitted_rate() -> None:
+    """After 20 successes in 10 s and a 429, the pace is 0.97 x 2/s."""
+    lim, clock = limiter()
+    for _ in range(20):
+        lim.settle(await lim.acquire(10), RateLimitInfo(), 30)
+        clock.advance(0.5)
     lim.rate_limited(None)
-    after = lim.snapshot()["requests"]
-    assert isinstance(before, dict)
-    assert isinstance(after, dict)
-    assert before["pace_per_min"] == pytest.approx(60.0)
-    assert 0.0 < after["pace_per_min"] < 60.0
+    snap = lim.snapshot()["requests"]
+    assert isinstance(snap, dict)
+    assert snap["pace_per_min"] == pytest.approx(0.97 * 2.0 * 60, rel=0.01)
 
 
 # --- snapshot -----------------------------------------------------------------------------
@@ -326,7 +341,7 @@ BUDGET_KEYS = {
 
 
 def test_snapshot_before_anything_has_the_documented_keys() -> None:
-    lim, _ = limiter(initial_rps=1.0)
+    lim, _ = limiter()
     snap = lim.snapshot()
     assert set(snap) == {
         "requests",
@@ -339,7 +354,7 @@ def test_snapshot_before_anything_has_the_documented_keys() -> None:
     assert isinstance(snap["requests"], dict)
     assert isinstance(snap["tokens"], dict)
     assert set(snap["requests"]) == set(snap["tokens"]) == BUDGET_KEYS
-    assert snap["requests"]["pace_per_min"] == pytest.approx(60.0)
+    assert snap["requests"]["pace_per_min"] is None
     assert snap["tokens"]["pace_per_min"] is None
     assert (snap["rate_limited"], snap["paused_for_s"], snap["paused_reason"]) == (0, 0.0, None)
     assert snap["learning"] == "adaptive (no headers seen yet)"

@@ -185,7 +185,8 @@ def failed(job: ClaimedJob) -> Outcome:
 @asynccontextmanager
 async def run_with_jobs(tmp_path: Path, n: int) -> AsyncIterator[tuple[SqlStore, int]]:
     async with open_store(str(tmp_path / "runner.db")) as store:
-        run_id = await store.create_run(str(tmp_path / "out.jsonl"), "jobs.jsonl", "d", NOW)
+        out = str(tmp_path / "out.jsonl")
+        run_id = await store.create_run(out, "jobs.jsonl", "d", NOW, OWNER)
         assert await store.add_jobs(run_id, jobs(n)) == []
         await store.mark_ingested(run_id, n, "d", NOW)
         yield store, run_id

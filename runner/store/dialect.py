@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Insert, Update, select, update
+from sqlalchemy import Insert, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from runner.store.schema import jobs
 
@@ -44,3 +45,33 @@ def claim_statement(
             jobs.c.model,
         )
     )
+
+
+JOB_COLUMNS = (
+    "run_id",
+    "line",
+    "custom_id",
+    "body",
+    "metadata",
+    "est_tokens",
+    "model",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached",
+)
+
+
+def job_insert_sql(dialect: Dialect) -> str:
+    """The ignoring-duplicates INSERT compiled once to driver SQL, with positional parameters
+    in `JOB_COLUMNS` order, so bulk ingest skips per-row parameter processing."""
+    stmt = insert_ignoring_duplicates(dialect.name).values(
+        {name: bindparam(name) for name in JOB_COLUMNS}
+    )
+    compiled = stmt.compile(dialect=dialect)
+    order = compiled.positiontup
+    if order is None or tuple(order) != JOB_COLUMNS:
+        raise RuntimeError(f"unexpected parameter order for {dialect.name}: {order}")
+    return str(compiled)

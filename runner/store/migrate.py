@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -35,6 +34,9 @@ def _is_current(connection: Connection) -> bool:
 
 
 def _upgrade(connection: Connection) -> None:
+    # Imported here: the command module pulls in most of Alembic, which only an upgrade needs.
+    from alembic import command
+
     command.upgrade(alembic_config(connection), "head")
 
 

@@ -111,8 +111,12 @@ class Store(Protocol):
         """Every run, newest first."""
         ...
 
-    async def create_run(self, out_path: str, input_path: str, digest: str, now: float) -> int:
-        """Create an empty run in the ingesting state; return its id."""
+    async def create_run(
+        self, out_path: str, input_path: str, digest: str, now: float, owner: str
+    ) -> int:
+        """Create an empty run in the ingesting state, owned by `owner`; return its id.
+
+        Raises RunLockedError when another process created the same run a moment earlier."""
         ...
 
     async def delete_run(self, run_id: int) -> None:
@@ -133,8 +137,8 @@ class Store(Protocol):
         """Become the run's owner if its owner is still `expected` (compare and set)."""
         ...
 
-    async def heartbeat(self, run_id: int, owner: str, now: float, limits_json: str) -> None:
-        """Prove the owner is alive and publish the limiter's state for `status`."""
+    async def heartbeat(self, run_id: int, owner: str, now: float, limits_json: str | None) -> None:
+        """Prove the owner is alive (and publish the limiter's state for `status`, if given)."""
         ...
 
     async def release(

@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from runner.errors import UsageError
+from runner.errors import RunLockedError, UsageError
 from runner.jobfile import Job
 from runner.store import dialect
 from runner.store.migrate import upgrade
@@ -50,6 +52,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # WAL with NORMAL survives a killed process; only power loss can drop the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # A bigger page cache keeps the job indexes in memory during bulk ingest and claims.
+        cursor.execute("PRAGMA cache_size=-32768")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -67,20 +71,45 @@ def _run_record(row: Row[Any]) -> RunRecord:
 @asynccontextmanager
 async def open_store(db: str, migrate: bool = True) -> AsyncIterator[SqlStore]:
     """Open (and by default migrate) the database behind `db`; dispose of it on exit."""
-    url = database_url(db)
-    if url.startswith("sqlite"):
-        if not url.endswith(":memory:"):
-            Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=600)
-        _configure_sqlite(engine)
-    else:
-        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    engine = _create_engine(db)
     try:
         if migrate:
-            await upgrade(engine)
+            try:
+                await upgrade(engine)
+            except (OSError, SQLAlchemyError, AlembicError) as exc:
+                raise UsageError(f"cannot use the database {db!r}: {_reason(exc)}") from None
         yield SqlStore(engine)
     finally:
         await engine.dispose()
+
+
+def _create_engine(db: str) -> AsyncEngine:
+    url = database_url(db)
+    try:
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path in ("", ":memory:"):
+                raise UsageError(
+                    "--db must name a file or a server: a run must outlive the process"
+                )
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=600)
+            _configure_sqlite(engine)
+            return engine
+        return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        extra = " (pip install 'runner[postgres]')" if "asyncpg" in str(exc) else ""
+        raise UsageError(f"--db {db!r}: the database driver is missing{extra}") from None
+    except (ArgumentError, NoSuchModuleError, OSError) as exc:
+        raise UsageError(
+            f"--db {db!r} is not usable ({_reason(exc)}); give a file path, "
+            "sqlite:///path or postgresql://user@host/db"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def database_exists(db: str) -> bool:
@@ -106,6 +135,7 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self._job_insert: str | None = None
 
     async def find_run(self, out_path: str) -> RunRecord | None:
         """The run bound to a results path, if any."""
@@ -125,8 +155,12 @@ class SqlStore:
             rows = (await conn.execute(select(runs).order_by(runs.c.id.desc()))).all()
         return [_run_record(r) for r in rows]
 
-    async def create_run(self, out_path: str, input_path: str, digest: str, now: float) -> int:
-        """Create an empty run in the ingesting state; return its id."""
+    async def create_run(
+        self, out_path: str, input_path: str, digest: str, now: float, owner: str
+    ) -> int:
+        """Create an empty run in the ingesting state, owned by `owner`; return its id.
+
+        Raises RunLockedError when another process created the same run a moment earlier."""
         values = dict(
             out_path=out_path,
             input_path=input_path,
@@ -134,10 +168,17 @@ class SqlStore:
             state="ingesting",
             created_at=now,
             updated_at=now,
+            owner=owner,
+            heartbeat_at=now,
         )
-        async with self.engine.begin() as conn:
-            result = await conn.execute(insert(runs).values(**values).returning(runs.c.id))
-            return int(result.scalar_one())
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(insert(runs).values(**values).returning(runs.c.id))
+                return int(result.scalar_one())
+        except IntegrityError:
+            raise RunLockedError(
+                f"another process started the run for {out_path} at the same moment"
+            ) from None
 
     async def delete_run(self, run_id: int) -> None:
         """Remove a run and all of its jobs."""
@@ -148,26 +189,28 @@ class SqlStore:
 
     async def add_jobs(self, run_id: int, batch: Sequence[Job]) -> list[Duplicate]:
         """Insert jobs; report those whose custom_id the run already has (not inserted)."""
+        if self._job_insert is None:
+            self._job_insert = dialect.job_insert_sql(self.engine.dialect)
         rows = [
-            dict(
-                run_id=run_id,
-                line=j.line,
-                custom_id=j.custom_id,
-                body=j.body,
-                metadata=j.metadata,
-                est_tokens=j.est_tokens,
-                model=j.model,
-                state="pending",
-                attempts=0,
-                next_attempt_at=0.0,
-                prompt_tokens=0,
-                completion_tokens=0,
+            (
+                run_id,
+                j.line,
+                j.custom_id,
+                j.body,
+                j.metadata,
+                j.est_tokens,
+                j.model,
+                "pending",
+                0,
+                0.0,
+                0,
+                0,
+                False,
             )
             for j in batch
         ]
-        stmt = dialect.insert_ignoring_duplicates(self._dialect)
         async with self.engine.begin() as conn:
-            result = await conn.execute(stmt, rows)
+            result = await conn.exec_driver_sql(self._job_insert, rows)
             if result.rowcount == len(rows):
                 return []
             return await self._duplicates(conn, run_id, batch)
@@ -206,13 +249,14 @@ class SqlStore:
             )
             return bool(result.rowcount == 1)
 
-    async def heartbeat(self, run_id: int, owner: str, now: float, limits_json: str) -> None:
-        """Prove the owner is alive and publish the limiter's state for `status`."""
+    async def heartbeat(self, run_id: int, owner: str, now: float, limits_json: str | None) -> None:
+        """Prove the owner is alive (and publish the limiter's state for `status`, if given)."""
+        values: dict[str, object] = {"heartbeat_at": now}
+        if limits_json is not None:
+            values["limits_json"] = limits_json
         async with self.engine.begin() as conn:
             await conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id, runs.c.owner == owner)
-                .values(heartbeat_at=now, limits_json=limits_json)
+                update(runs).where(runs.c.id == run_id, runs.c.owner == owner).values(**values)
             )
 
     async def release(
