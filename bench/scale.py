@@ -9,21 +9,18 @@ and appends responses to a file.
 from __future__ import annotations
 
 import os
-import resource
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import anyio
 import orjson
-
-from bench.table import print_table, save
 
 CONCURRENCY = 64
 KEY = "sk-bench-0000000000"
@@ -128,25 +125,23 @@ def runner_args(jobs: Path, db: Path, *extra: str) -> list[str]:
     ]
 
 
-async def plain_client(jobs: Path, out: Path, base_url: str) -> float:
+async def plain_client(lines: list[bytes], out: BinaryIO, base_url: str) -> float:
     """The baseline: fixed concurrency, no persistence but an appended results file."""
-    lines = jobs.read_bytes().splitlines()
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        with out.open("wb") as fh:
-            queue = iter(lines)
+        queue = iter(lines)
 
-            async def worker() -> None:
-                for line in queue:
-                    body = orjson.dumps(orjson.loads(line)["body"])
-                    async with session.post(f"{base_url}/chat/completions", data=body) as resp:
-                        fh.write(await resp.read() + b"\n")
+        async def worker() -> None:
+            for line in queue:
+                body = orjson.dumps(orjson.loads(line)["body"])
+                async with session.post(f"{base_url}/chat/completions", data=body) as resp:
+                    out.write(await resp.read() + b"\n")
 
-            async with anyio.create_task_group() as tg:
-                for _ in range(CONCURRENCY):
-                    tg.start_soon(worker)
+        async with anyio.create_task_group() as tg:
+            for _ in range(CONCURRENCY):
+                tg.start_soon(worker)
     return time.monotonic() - started
 
 
@@ -155,7 +150,8 @@ def throughput(workdir: Path, count: int = 20_000) -> list[object]:
     jobs = write_jobs(workdir / "tp.jsonl", count)
     emulator = EmulatorProcess()
     try:
-        base = anyio.run(plain_client, jobs, workdir / "plain.out", emulator.base_url)
+        with (workdir / "plain.out").open("wb") as out:
+            base = anyio.run(plain_client, jobs.read_bytes().splitlines(), out, emulator.base_url)
         measured = run_command(
             runner_args(jobs, workdir / "tp.db"), runner_env(emulator.base_url), workdir
         )
