@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,12 @@ from typing import BinaryIO
 import aiohttp
 import anyio
 import orjson
+
+from bench.table import print_table, save
+from runner.clock import SystemClock
+from runner.ingest import prepare_run
+from runner.output import ResultsFile
+from runner.store.sql import open_store
 
 CONCURRENCY = 64
 KEY = "sk-bench-0000000000"
@@ -169,6 +176,242 @@ def throughput(workdir: Path, count: int = 20_000) -> list[object]:
     ]
 
 
-if __name__ == "__main__":
+def _result_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def ingest(workdir: Path, count: int = 1_000_000) -> list[object]:
+    """Queueing a large file: lines per second, in-process (parse, validate, insert)."""
+    jobs = write_jobs(workdir / "ingest.jsonl", count)
+
+    async def go() -> float:
+        async with open_store(str(workdir / "ingest.db")) as store:
+            started = time.monotonic()
+            await prepare_run(
+                store,
+                jobs,
+                workdir / "ingest.out",
+                restart=False,
+                clock=SystemClock(),
+                max_line_bytes=10 * 2**20,
+                owner="bench",
+            )
+            return time.monotonic() - started
+
+    rate = count / anyio.run(go)
+    return [
+        f"ingest, {count:,} lines",
+        f"{rate:,.0f} lines/s",
+        f"{rate / 100_000:.2f}x",
+        ">= 100,000 lines/s",
+        rate >= 100_000,
+    ]
+
+
+def full_runs(workdir: Path, sizes: list[int]) -> list[list[object]]:
+    """Whole runs of growing files: peak RSS and CPU time per job must stay flat."""
+    emulator = EmulatorProcess()
+    measured: dict[int, Measured] = {}
+    try:
+        for count in sizes:
+            jobs = write_jobs(workdir / f"full-{count}.jsonl", count)
+            measured[count] = run_command(
+                runner_args(jobs, workdir / f"full-{count}.db"),
+                runner_env(emulator.base_url),
+                workdir,
+            )
+            lines = _result_lines(workdir / f"full-{count}.results.jsonl")
+            assert lines == count, f"{lines} result lines for {count} jobs"
+    finally:
+        emulator.close()
+    small, large = measured[sizes[0]], measured[sizes[-1]]
+    rss_ratio = large.peak_rss_mb / small.peak_rss_mb
+    cpu = {n: m.cpu_s / n * 1e6 for n, m in measured.items()}
+    cpu_ratio = cpu[sizes[-1]] / cpu[sizes[0]]
+    rows: list[list[object]] = []
+    for n, m in measured.items():
+        rows.append(
+            [
+                f"full run, {n:,} jobs",
+                f"{n / m.wall_s:,.0f} jobs/s, {cpu[n]:.0f} us CPU/job,"
+                f" peak RSS {m.peak_rss_mb:.0f} MB",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    rows.append(
+        [
+            f"memory, {sizes[-1]:,} vs {sizes[0]:,} jobs",
+            f"{large.peak_rss_mb:.0f} MB vs {small.peak_rss_mb:.0f} MB",
+            f"{rss_ratio:.2f}x",
+            "<= 150 MB and <= 1.10x",
+            large.peak_rss_mb <= 150 and rss_ratio <= 1.10,
+        ]
+    )
+    rows.append(
+        [
+            f"CPU per job, {sizes[-1]:,} vs {sizes[0]:,}",
+            f"{cpu[sizes[-1]]:.0f} vs {cpu[sizes[0]]:.0f} us",
+            f"{cpu_ratio:.2f}x",
+            "within 20%",
+            abs(cpu_ratio - 1) <= 0.20,
+        ]
+    )
+    return rows
+
+
+def resume(workdir: Path, count: int = 1_000_000, done: int = 990_000) -> list[object]:
+    """With `done` of `count` jobs finished, how soon the re-run's first request leaves."""
+    jobs = write_jobs(workdir / "resume.jsonl", count)
+    db = workdir / "resume.db"
+    out = workdir / "resume.results.jsonl"
+
+    async def build() -> None:
+        async with open_store(str(db)) as store:
+            result = await prepare_run(
+                store,
+                jobs,
+                out,
+                restart=False,
+                clock=SystemClock(),
+                max_line_bytes=10 * 2**20,
+                owner="bench",
+            )
+            await store.release(result.run.id, "bench", time.time(), 0.0, "interrupted")
+        _mark_done(db, done)
+        async with open_store(str(db)) as store:
+            run = await store.find_run(str(out))
+            assert run is not None
+            results = ResultsFile(out, store, run.id)
+            results.open(0, 0)
+            seq, offset = await results.export()
+            results.close()
+            await store.set_watermark(run.id, seq, offset)
+
+    anyio.run(build)
+    emulator = EmulatorProcess()
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            runner_args(jobs, db, "--max-runtime", "5"),
+            env=runner_env(emulator.base_url),
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        first = _first_request_s(emulator.base_url, started)
+        proc.wait()
+    finally:
+        emulator.close()
+    return [
+        f"resume, {done:,} of {count:,} done",
+        f"first request after {first:.2f} s",
+        f"{first / 2:.2f}x",
+        "<= 2 s",
+        first <= 2.0,
+    ]
+
+
+def _mark_done(db: Path, done: int) -> None:
+    body = orjson.dumps({"id": "c", "choices": [{"index": 0, "message": {"content": "x"}}]})
+    con = sqlite3.connect(db)
+    with con:
+        con.execute(
+            "UPDATE jobs SET state='done', done_seq=id, status_code=200, response=?, "
+            "finished_at=0 WHERE id <= ?",
+            (body, done),
+        )
+        con.execute("UPDATE runs SET next_seq=?", (done,))
+    con.close()
+
+
+def _first_request_s(base_url: str, started: float) -> float:
+    stats_url = base_url.removesuffix("/v1") + "/emulator/stats"
+
+    async def poll() -> float:
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() - started < 60:
+                async with session.get(stats_url) as resp:
+                    if (await resp.json())["requests"] > 0:
+                        return time.monotonic() - started
+                await anyio.sleep(0.01)
+        return float("inf")
+
+    return anyio.run(poll)
+
+
+def big_lines(workdir: Path) -> list[list[object]]:
+    """Lines of 50-500 KB of non-ASCII text: time per MB stays flat; an 11 MB line is refused."""
+    emulator = EmulatorProcess()
+    rates = {}
+    try:
+        for size_kb, count in ((50, 400), (500, 40)):
+            jobs = write_jobs(
+                workdir / f"big-{size_kb}.jsonl",
+                count,
+                text_chars=size_kb * 1024 // 3,
+                non_ascii=True,
+            )
+            megabytes = jobs.stat().st_size / 2**20
+            measured = run_command(
+                runner_args(jobs, workdir / f"big-{size_kb}.db"),
+                runner_env(emulator.base_url),
+                workdir,
+            )
+            rates[size_kb] = megabytes / measured.wall_s
+        huge = write_jobs(
+            workdir / "huge.jsonl", 1, text_chars=11 * 2**20 * 2 // 5 + 1000, non_ascii=True
+        )
+        refused = subprocess.run(
+            runner_args(huge, workdir / "huge.db")[:-1],
+            env=runner_env(emulator.base_url),
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        emulator.close()
+    ratio = rates[500] / rates[50]
+    named = refused.returncode == 2 and ":1: line is longer" in refused.stderr
+    return [
+        [
+            "big lines, 500 KB vs 50 KB",
+            f"{rates[500]:.1f} vs {rates[50]:.1f} MB/s",
+            f"{ratio:.2f}x",
+            "no quadratic slowdown (>= 0.5x)",
+            ratio >= 0.5,
+        ],
+        [
+            "an 11 MB line (limit 10 MB)",
+            f"exit {refused.returncode}, line named: {named}",
+            "-",
+            "exit 2 naming the line",
+            named,
+        ],
+    ]
+
+
+def main() -> None:
+    """Run every case and print the table."""
+    sizes = [int(n) for n in os.environ.get("BENCH_SIZES", "10000,100000,1000000").split(",")]
+    rows: list[list[object]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        print(throughput(Path(tmp), int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))
+        workdir = Path(tmp)
+        rows.append(throughput(workdir))
+        rows.append(ingest(workdir, sizes[-1]))
+        rows.extend(full_runs(workdir, sizes))
+        rows.append(resume(workdir, sizes[-1], sizes[-1] * 99 // 100))
+        rows.extend(big_lines(workdir))
+    columns = ["case", "measured", "ratio", "target", "pass"]
+    table = [
+        [*row[:-1], "yes" if row[-1] is True else ("NO" if row[-1] is False else "-")]
+        for row in rows
+    ]
+    print_table(f"Scale (concurrency {CONCURRENCY}, emulator in its own process)", columns, table)
+    save("scale", columns, table)
+
+
+if __name__ == "__main__":
+    main()

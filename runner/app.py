@@ -18,7 +18,6 @@ from runner.cache.use import CacheUse
 from runner.client import AiohttpTransport, ClientConfig
 from runner.clock import Clock
 from runner.config import Environment, RunOptions
-from runner.emulator import EmulatorConfig, serve_emulator
 from runner.engine import Engine, EngineConfig, RunStats
 from runner.errors import UsageError
 from runner.ingest import prepare_run
@@ -62,6 +61,8 @@ async def api_target(env: Environment, mock: bool) -> AsyncIterator[ApiTarget]:
     if not mock:
         yield ApiTarget(env.require_base_url(), env.require_key(), mock=False)
         return
+    from runner.emulator import EmulatorConfig, serve_emulator  # only runs with --mock need it
+
     # A modest limit, so a mock run shows the limiter learning from Selam-style headers.
     emulator = EmulatorConfig(limit_requests=1200, window_s=60.0, latency_ms=20.0)
     async with serve_emulator(emulator) as (_, base_url):

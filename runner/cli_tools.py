@@ -10,7 +10,6 @@ import click
 
 from runner.cli_common import Finite, call, db_option
 from runner.config import Environment
-from runner.emulator import EmulatorConfig, serve_emulator
 from runner.errors import UsageError
 from runner.health import check
 from runner.store.migrate import upgrade
@@ -44,6 +43,8 @@ from runner.store.sql import open_store
 @click.option("--api-key", default=None, help="Accept only this key (default: any).")
 def mock_server(host: str, port: int, **settings: Any) -> None:
     """Serve the built-in emulator of the chat-completions API."""
+    from runner.emulator import EmulatorConfig, serve_emulator  # its server is not needed elsewhere
+
     config = EmulatorConfig(**settings)
 
     async def go() -> None:

@@ -11,14 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.cache.guard import GuardedCache
 from runner.cache.protocol import CachedResponse, CacheStats, ResponseCache
-from runner.cache.rediscache import RedisCache, safe_url, url_secrets
 from runner.cache.sqlcache import SqlCache
 
 __all__ = [
     "CacheStats",
     "CachedResponse",
     "GuardedCache",
-    "RedisCache",
     "ResponseCache",
     "SqlCache",
     "open_cache",
@@ -31,6 +29,9 @@ def open_cache(url: str | None, engine: AsyncEngine, *, timeout_s: float = 1.0) 
     """The cache at `url` (None: the run database behind `engine`), guarded."""
     if url is None:
         return GuardedCache(SqlCache(engine), timeout_s)
+    # Imported only when asked for: the Redis client is a fifth of the process's memory.
+    from runner.cache.rediscache import RedisCache, safe_url, url_secrets
+
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in _REDIS_SCHEMES:
         raise ValueError(
