@@ -27,7 +27,7 @@ from bench.table import print_table, save
 from runner.clock import SystemClock
 from runner.ingest import prepare_run
 from runner.output import ResultsFile
-from runner.store.sql import open_store
+from runner.store.connect import open_store
 
 CONCURRENCY = 64
 KEY = "sk-bench-0000000000"

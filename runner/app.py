@@ -26,8 +26,9 @@ from runner.ownership import owner_id
 from runner.pricing import PriceTable
 from runner.progress import LiveView, LogLineView, ProgressView
 from runner.retry import RetryPolicy
+from runner.store.connect import open_store
 from runner.store.protocol import RunRecord, Store
-from runner.store.sql import SqlStore, open_store
+from runner.store.sql import SqlStore
 from runner.watch import Baseline, Caps, RunWatch
 
 MOCK_KEY = "mock-key"

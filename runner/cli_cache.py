@@ -11,7 +11,8 @@ from runner.cache.store import GuardedCache, open_cache
 from runner.cli_common import call, db_option
 from runner.config import Environment
 from runner.errors import UsageError
-from runner.store.sql import SqlStore, open_store
+from runner.store.connect import open_store
+from runner.store.sql import SqlStore
 
 URL_OPTION = click.option(
     "--cache-url", default=None, help="redis://host:port/db (default: the cache in the run DB)."

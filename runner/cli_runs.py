@@ -11,7 +11,7 @@ from runner.clock import SystemClock
 from runner.config import Environment
 from runner.manage import cancel, export, retry_failed
 from runner.report import runs_line, status_text
-from runner.store.sql import database_exists, open_existing_store
+from runner.store.connect import database_exists, open_existing_store
 
 RUN_ARG = click.argument("run_selector", metavar="RUN", required=False)
 

@@ -12,8 +12,8 @@ from runner.cli_common import Finite, call, db_option
 from runner.config import Environment
 from runner.errors import UsageError
 from runner.health import check
+from runner.store.connect import open_store
 from runner.store.migrate import upgrade
-from runner.store.sql import open_store
 
 
 @click.command("mock-server")

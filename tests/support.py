@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 
 from runner.app import ApiTarget, RunReport, run_job
@@ -74,3 +75,9 @@ def cli_env(base_url: str, key: str = TEST_KEY) -> dict[str, str]:
 
 
 RUNNER_CMD = [sys.executable, "-m", "runner"]
+
+
+async def cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run `runner ARGS` as a subprocess; return its exit code, stdout and stderr."""
+    result = await anyio.run_process([*RUNNER_CMD, *args], env=env, cwd=cwd, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()

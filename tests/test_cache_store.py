@@ -21,9 +21,9 @@ from runner.cache.protocol import CachedResponse, CacheStats
 from runner.cache.rediscache import RedisCache, safe_url, url_secrets
 from runner.cache.sqlcache import SqlCache
 from runner.cache.store import ResponseCache, open_cache
+from runner.store.connect import open_store
 from runner.store.migrate import alembic_config
 from runner.store.schema import jobs, response_cache, runs
-from runner.store.sql import open_store
 
 pytestmark = pytest.mark.anyio
 

@@ -15,6 +15,7 @@ from tests.support import (
     TEST_KEY,
     batch_line,
     chat_body,
+    cli,
     cli_env,
     emulator,
     read_results,
@@ -22,11 +23,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def _run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    result = await anyio.run_process([*RUNNER_CMD, *args], env=env, cwd=cwd, check=False)
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 async def test_sigkill_at_random_moments_then_rerun_leaves_exactly_one_line_per_job(
@@ -55,7 +51,7 @@ async def test_sigkill_at_random_moments_then_rerun_leaves_exactly_one_line_per_
             if out.exists():
                 # A kill may tear the last line; the next run cuts it off. Count whole lines.
                 progress.append(out.read_bytes().count(b"\n"))
-        code, _, stderr = await _run_cli(args, env, tmp_path)
+        code, _, stderr = await cli(args, env, tmp_path)
     assert code == 0, stderr
     lines = read_results(out)
     ids = [line["custom_id"] for line in lines]
@@ -86,7 +82,7 @@ async def test_wrong_key_exits_4_after_few_requests_and_key_is_in_no_file(
         "debug",
     ]
     async with emulator() as (emu, target):
-        code, stdout, stderr = await _run_cli(args, cli_env(target.base_url, wrong_key), tmp_path)
+        code, stdout, stderr = await cli(args, cli_env(target.base_url, wrong_key), tmp_path)
     assert code == 4, stderr
     assert "refused the key" in stdout + stderr
     assert 1 <= emu.stats.requests <= 4
@@ -104,7 +100,7 @@ async def test_malformed_line_exits_2_naming_the_line(tmp_path: Path) -> None:
         tmp_path / "jobs.jsonl", [batch_line("ok", chat_body("fine")), '{"custom_id": "x",']
     )
     async with emulator() as (emu, target):
-        code, _, stderr = await _run_cli(["run", str(jobs)], cli_env(target.base_url), tmp_path)
+        code, _, stderr = await cli(["run", str(jobs)], cli_env(target.base_url), tmp_path)
     assert code == 2
     assert f"{jobs}:2: not valid JSON" in stderr
     assert emu.stats.requests == 0
@@ -115,7 +111,7 @@ async def test_no_key_and_no_mock_exits_2_saying_how_to_set_one(tmp_path: Path) 
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [batch_line("a", chat_body("x"))])
     env = cli_env("http://127.0.0.1:9/v1")
     del env["SELAM_API_KEY"]
-    code, _, stderr = await _run_cli(["run", str(jobs)], env, tmp_path)
+    code, _, stderr = await cli(["run", str(jobs)], env, tmp_path)
     assert code == 2
     assert "SELAM_API_KEY" in stderr and "--mock" in stderr
 
@@ -127,7 +123,7 @@ async def test_mock_run_of_bundled_example_completes_every_job(tmp_path: Path) -
     jobs.write_bytes(example.read_bytes())
     env = cli_env("http://127.0.0.1:9/v1")
     del env["SELAM_API_KEY"]
-    code, stdout, stderr = await _run_cli(["run", str(jobs), "--mock"], env, tmp_path)
+    code, stdout, stderr = await cli(["run", str(jobs), "--mock"], env, tmp_path)
     assert code == 0, stderr
     count = sum(1 for line in example.read_bytes().splitlines() if line.strip())
     assert f"{count} done, 0 failed" in stdout

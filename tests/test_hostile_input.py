@@ -14,11 +14,12 @@ from runner.clock import FakeClock
 from runner.limits import AdaptiveLimiter, LimitConfig
 from runner.ownership import owner_is_gone
 from runner.ratelimit_headers import RateLimitInfo
-from runner.store.sql import open_store
+from runner.store.connect import open_store
 from tests.support import (
     RUNNER_CMD,
     batch_line,
     chat_body,
+    cli,
     cli_env,
     emulator,
     read_results,
@@ -26,11 +27,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def _cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    result = await anyio.run_process([*RUNNER_CMD, *args], env=env, cwd=cwd, check=False)
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 def _jobs(tmp_path: Path, count: int) -> Path:
@@ -46,7 +42,7 @@ async def test_restart_while_another_process_works_the_run_exits_6(tmp_path: Pat
         env = cli_env(target.base_url)
         async with await anyio.open_process([*RUNNER_CMD, *args], env=env, cwd=tmp_path) as first:
             await anyio.sleep(1.5)
-            code, _, stderr = await _cli([*args, "--restart"], env, tmp_path)
+            code, _, stderr = await cli([*args, "--restart"], env, tmp_path)
             assert code == 6, stderr
             assert await first.wait() == 0
     ids = [line["custom_id"] for line in read_results(tmp_path / "in.results.jsonl")]
@@ -62,12 +58,12 @@ async def test_out_naming_the_database_is_refused_and_the_database_survives(
     db = tmp_path / "t.db"
     async with emulator() as (_, target):
         env = cli_env(target.base_url)
-        assert (await _cli(["run", str(jobs), "--db", str(db)], env, tmp_path))[0] == 0
-        code, _, stderr = await _cli(
+        assert (await cli(["run", str(jobs), "--db", str(db)], env, tmp_path))[0] == 0
+        code, _, stderr = await cli(
             ["run", str(jobs), "--db", str(db), "--out", str(db), "--restart"], env, tmp_path
         )
         assert code == 2 and "must not be the database" in stderr
-        code, stdout, _ = await _cli(["runs", "--db", str(db)], env, tmp_path)
+        code, stdout, _ = await cli(["runs", "--db", str(db)], env, tmp_path)
     assert code == 0 and "3 done" in stdout
 
 
@@ -114,7 +110,7 @@ async def test_a_provider_echoing_the_key_never_gets_it_stored(tmp_path: Path) -
             [batch_line("ok", chat_body("fine")), batch_line("bad", chat_body("bad one"))],
         )
         env = cli_env(f"http://127.0.0.1:{port}/v1", secret)
-        code, stdout, stderr = await _cli(["run", str(jobs), "--db", "r.db"], env, tmp_path)
+        code, stdout, stderr = await cli(["run", str(jobs), "--db", "r.db"], env, tmp_path)
     finally:
         await runner.cleanup()
     assert code == 1, stderr
@@ -130,7 +126,7 @@ async def test_unreachable_api_stops_with_exit_3_instead_of_failing_every_job(
 ) -> None:
     """A closed port used to mark every job failed for good (exit 1, nothing to resume)."""
     jobs = _jobs(tmp_path, 50)
-    code, stdout, stderr = await _cli(
+    code, stdout, stderr = await cli(
         ["run", str(jobs), "--db", "r.db"], cli_env("http://127.0.0.1:9/v1"), tmp_path
     )
     assert code == 3, stderr
@@ -147,7 +143,7 @@ async def test_unusable_base_url_is_refused_before_anything_is_queued(
 ) -> None:
     """Bad SELAM_BASE_URL values: exit 2 naming the variable."""
     jobs = _jobs(tmp_path, 2)
-    code, _, stderr = await _cli(["run", str(jobs), "--db", "r.db"], cli_env(url), tmp_path)
+    code, _, stderr = await cli(["run", str(jobs), "--db", "r.db"], cli_env(url), tmp_path)
     assert code == 2 and "SELAM_BASE_URL" in stderr
     assert not (tmp_path / "in.results.jsonl").exists()
 
@@ -184,7 +180,7 @@ async def test_lines_the_provider_would_refuse_are_reported_before_sending(
     path = tmp_path / "in.jsonl"
     path.write_bytes(line.encode("latin-1" if "utf-16" in reason or "UTF" in reason else "utf-8"))
     async with emulator() as (emu, target):
-        code, _, stderr = await _cli(
+        code, _, stderr = await cli(
             ["run", str(path), "--db", "r.db"], cli_env(target.base_url), tmp_path
         )
     assert code == 2, stderr
@@ -197,7 +193,7 @@ async def test_huge_max_tokens_is_queued_not_an_internal_error(tmp_path: Path) -
     body = chat_body("x", max_tokens=9223372036854775807)
     jobs = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"custom_id": "a", "body": body})])
     async with emulator() as (_, target):
-        code, _, stderr = await _cli(
+        code, _, stderr = await cli(
             ["run", str(jobs), "--db", "r.db"], cli_env(target.base_url), tmp_path
         )
     assert code == 0, stderr
@@ -218,7 +214,7 @@ async def test_unusable_settings_get_a_message_not_an_internal_error(
 ) -> None:
     """Each of these used to end in exit 70 with a Python exception name."""
     jobs = _jobs(tmp_path, 1)
-    code, _, stderr = await _cli(["run", str(jobs), "--mock", *extra], cli_env("x"), tmp_path)
+    code, _, stderr = await cli(["run", str(jobs), "--mock", *extra], cli_env("x"), tmp_path)
     assert code == 2, stderr
     assert message in stderr and "internal error" not in stderr
 
@@ -242,7 +238,7 @@ async def test_mock_server_on_a_busy_port_says_so(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await cli(
             ["mock-server", "--port", str(port)], cli_env("x"), tmp_path
         )
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in stderr
@@ -263,5 +259,5 @@ async def test_status_shows_a_dead_owner_as_interrupted(tmp_path: Path) -> None:
     db = str(tmp_path / "r.db")
     async with open_store(db) as store:
         run_id = await store.create_run("/x.results.jsonl", "/x.jsonl", "d", 0.0, "h:1:x")
-    code, stdout, _ = await _cli(["status", str(run_id), "--db", db], cli_env("x"), tmp_path)
+    code, stdout, _ = await cli(["status", str(run_id), "--db", db], cli_env("x"), tmp_path)
     assert code == 0 and "interrupted (its process is gone" in stdout

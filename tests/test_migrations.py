@@ -15,9 +15,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from runner.store.connect import open_store
 from runner.store.migrate import alembic_config, upgrade
 from runner.store.schema import metadata
-from runner.store.sql import SqlStore, open_store
+from runner.store.sql import SqlStore
 
 POSTGRES_SERVER = "postgres@127.0.0.1:5432"
 POSTGRES_URL = f"postgresql+asyncpg://{POSTGRES_SERVER}/test"

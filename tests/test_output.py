@@ -13,8 +13,9 @@ import pytest
 import runner.output
 from runner.jobfile import Job, parse_line
 from runner.output import ResultsFile, result_line
+from runner.store.connect import open_store
 from runner.store.protocol import ClaimedJob, Outcome, ResultRow
-from runner.store.sql import SqlStore, open_store
+from runner.store.sql import SqlStore
 
 OWNER = "test-owner"
 NOW = 1_700_000_000.0

@@ -15,6 +15,7 @@ from tests.support import (
     TEST_KEY,
     batch_line,
     chat_body,
+    cli,
     cli_env,
     emulator,
     read_results,
@@ -28,11 +29,6 @@ pytestmark = pytest.mark.anyio
 def _jobs(tmp_path: Path, count: int, name: str = "jobs.jsonl") -> Path:
     lines = [batch_line(f"job-{i:04}", chat_body(f"question {i}")) for i in range(count)]
     return write_jsonl(tmp_path / name, lines)
-
-
-async def _cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    result = await anyio.run_process([*RUNNER_CMD, *args], env=env, cwd=cwd, check=False)
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 async def test_progress_without_a_tty_is_plain_lines_and_every_file_is_free_of_the_key(
@@ -60,7 +56,7 @@ async def test_progress_without_a_tty_is_plain_lines_and_every_file_is_free_of_t
         "2",
     ]
     async with emulator(latency_ms=15) as (_, target):
-        code, stdout, stderr = await _cli(args, cli_env(target.base_url), tmp_path)
+        code, stdout, stderr = await cli(args, cli_env(target.base_url), tmp_path)
     assert code == 0, stderr
     progress = [line for line in stderr.splitlines() if " progress: " in line]
     assert len(progress) >= 2, stderr
@@ -93,7 +89,7 @@ async def test_sigterm_mid_run_exits_3_then_resume_writes_one_line_per_job(
         assert "interrupted by SIGTERM" in stdout and "resume with: runner run" in stdout
         partial = read_results(tmp_path / "jobs.results.jsonl")
         assert 0 < len(partial) < 300
-        code, _, stderr = await _cli(args, env, tmp_path)
+        code, _, stderr = await cli(args, env, tmp_path)
     assert code == 0, stderr
     ids = [line["custom_id"] for line in read_results(tmp_path / "jobs.results.jsonl")]
     assert len(ids) == len(set(ids)) == 300
@@ -132,15 +128,15 @@ async def test_retry_failed_with_a_corrected_model_finishes_the_failed_jobs(
     db = str(tmp_path / "r.db")
     async with emulator() as (_, target):
         env = cli_env(target.base_url)
-        code, _, _ = await _cli(["run", str(jobs), "--db", db], env, tmp_path)
+        code, _, _ = await cli(["run", str(jobs), "--db", db], env, tmp_path)
         assert code == 1
-        code, stdout, _ = await _cli(
+        code, stdout, _ = await cli(
             ["retry-failed", "--db", db, "--only", "model_not_found", "--model", "selam-turbo"],
             env,
             tmp_path,
         )
         assert code == 0 and "2 failed job(s) queued again" in stdout
-        code, _, stderr = await _cli(["run", str(jobs), "--db", db], env, tmp_path)
+        code, _, stderr = await cli(["run", str(jobs), "--db", db], env, tmp_path)
     assert code == 0, stderr
     lines_out = read_results(tmp_path / "jobs.results.jsonl")
     assert sorted(line["custom_id"] for line in lines_out) == sorted(
@@ -160,12 +156,10 @@ async def test_export_in_input_order_matches_the_input(tmp_path: Path) -> None:
     db = str(tmp_path / "r.db")
     async with emulator() as (_, target):
         env = cli_env(target.base_url)
-        code, _, _ = await _cli(
-            ["run", str(jobs), "--db", db, "--concurrency", "10"], env, tmp_path
-        )
+        code, _, _ = await cli(["run", str(jobs), "--db", db, "--concurrency", "10"], env, tmp_path)
         assert code == 0
         out = tmp_path / "ordered.jsonl"
-        code, stdout, _ = await _cli(
+        code, stdout, _ = await cli(
             ["export", "--db", db, "--out", str(out), "--order", "input"], env, tmp_path
         )
     assert code == 0 and "10 result line(s)" in stdout
@@ -185,7 +179,7 @@ async def test_overlapping_invocation_of_the_same_run_exits_6_and_sends_nothing(
         async with await anyio.open_process([*RUNNER_CMD, *args], env=env, cwd=tmp_path) as first:
             await anyio.sleep(1.2)
             sent_before = emu.stats.requests
-            code, _, stderr = await _cli(args, env, tmp_path)
+            code, _, stderr = await cli(args, env, tmp_path)
             assert code == 6, stderr
             assert "being worked on by process" in stderr
             assert await first.wait() == 0
@@ -206,9 +200,9 @@ async def test_cancel_fails_what_is_left_with_one_line_each(
     db = str(tmp_path / "r.db")
     async with emulator() as (_, target):
         env = cli_env(target.base_url)
-        code, _, _ = await _cli(["run", str(jobs), "--db", db, "--concurrency", "1"], env, tmp_path)
+        code, _, _ = await cli(["run", str(jobs), "--db", db, "--concurrency", "1"], env, tmp_path)
         assert code == 3
-        code, stdout, stderr = await _cli(["cancel", "--db", db], env, tmp_path)
+        code, stdout, stderr = await cli(["cancel", "--db", db], env, tmp_path)
     assert code == 0, stderr
     assert "6 job(s) cancelled" in stdout
     by_id = {line["custom_id"]: line for line in read_results(tmp_path / "jobs.results.jsonl")}
@@ -220,9 +214,9 @@ async def test_cancel_fails_what_is_left_with_one_line_each(
 async def test_health_reports_ok_refused_and_unreachable(tmp_path: Path) -> None:
     """`runner health` exits 0 with a good key, 4 with a refused one, 5 when nothing listens."""
     async with emulator() as (_, target):
-        ok = await _cli(["health"], cli_env(target.base_url), tmp_path)
-        refused = await _cli(["health"], cli_env(target.base_url, "sk-wrong-000000"), tmp_path)
-    unreachable = await _cli(["health"], cli_env("http://127.0.0.1:9/v1"), tmp_path)
+        ok = await cli(["health"], cli_env(target.base_url), tmp_path)
+        refused = await cli(["health"], cli_env(target.base_url, "sk-wrong-000000"), tmp_path)
+    unreachable = await cli(["health"], cli_env("http://127.0.0.1:9/v1"), tmp_path)
     assert ok[0] == 0 and ok[1].startswith("ok:")
     assert refused[0] == 4 and "refused" in refused[1]
     assert unreachable[0] == 5 and "cannot reach" in unreachable[1]
@@ -233,7 +227,7 @@ async def test_several_files_are_each_their_own_run(tmp_path: Path) -> None:
     a = _jobs(tmp_path, 3, "a.jsonl")
     b = _jobs(tmp_path, 4, "b.jsonl")
     async with emulator() as (_, target):
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await cli(
             ["run", str(a), str(b), "--db", str(tmp_path / "r.db")],
             cli_env(target.base_url),
             tmp_path,

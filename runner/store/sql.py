@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from alembic.util.exc import CommandError as AlembicError
-from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runner.errors import RunLockedError, UsageError
+from runner.errors import RunLockedError
 from runner.jobfile import Job
-from runner.store import dialect
-from runner.store.migrate import upgrade
+from runner.store import dialect, statements
 from runner.store.protocol import (
     FINAL_STATES,
     ClaimedJob,
@@ -28,105 +24,10 @@ from runner.store.protocol import (
 )
 from runner.store.schema import attempt_errors, jobs, runs
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-
-def database_url(db: str) -> str:
-    """A SQLAlchemy async URL from a file path or a URL."""
-    if "://" not in db:
-        return f"sqlite+aiosqlite:///{Path(db).expanduser().resolve()}"
-    scheme, rest = db.split("://", 1)
-    drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-    drivers["postgres"] = drivers["postgresql"]
-    return f"{drivers.get(scheme, scheme)}://{rest}"
-
-
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take over transaction control from the driver so BEGIN IMMEDIATE is ours to send.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # WAL with NORMAL survives a killed process; only power loss can drop the last commits.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        # A bigger page cache keeps the job indexes in memory during bulk ingest and claims.
-        cursor.execute("PRAGMA cache_size=-32768")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # Writers take the lock up front: a deferred transaction that upgrades to a write can
-        # fail with "database is locked" without waiting for the busy timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
 
 def _run_record(row: Row[Any]) -> RunRecord:
     m = row._mapping
     return RunRecord(**{name: m[name] for name in RunRecord.__slots__})
-
-
-@asynccontextmanager
-async def open_store(db: str, migrate: bool = True) -> AsyncIterator[SqlStore]:
-    """Open (and by default migrate) the database behind `db`; dispose of it on exit."""
-    engine = _create_engine(db)
-    try:
-        if migrate:
-            try:
-                await upgrade(engine)
-            except (OSError, SQLAlchemyError, AlembicError) as exc:
-                raise UsageError(f"cannot use the database {db!r}: {_reason(exc)}") from None
-        yield SqlStore(engine)
-    finally:
-        await engine.dispose()
-
-
-def _create_engine(db: str) -> AsyncEngine:
-    url = database_url(db)
-    try:
-        if url.startswith("sqlite"):
-            path = url.split(":///", 1)[1] if ":///" in url else ""
-            if path in ("", ":memory:"):
-                raise UsageError(
-                    "--db must name a file or a server: a run must outlive the process"
-                )
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=600)
-            _configure_sqlite(engine)
-            return engine
-        return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
-    except ModuleNotFoundError as exc:
-        extra = " (pip install 'runner[postgres]')" if "asyncpg" in str(exc) else ""
-        raise UsageError(f"--db {db!r}: the database driver is missing{extra}") from None
-    except (ArgumentError, NoSuchModuleError, OSError) as exc:
-        raise UsageError(
-            f"--db {db!r} is not usable ({_reason(exc)}); give a file path, "
-            "sqlite:///path or postgresql://user@host/db"
-        ) from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def database_exists(db: str) -> bool:
-    """False only for a SQLite file that is not there (other databases are assumed to exist)."""
-    url = database_url(db)
-    if not url.startswith("sqlite") or url.endswith(":memory:"):
-        return True
-    return Path(url.split(":///", 1)[1]).exists()
-
-
-@asynccontextmanager
-async def open_existing_store(db: str) -> AsyncIterator[SqlStore]:
-    """Open a database for reading runs without creating it (for status and listings)."""
-    if not database_exists(db):
-        raise UsageError(f"no runs yet: there is no database at {db} (set by --db or RUNNER_DB)")
-    async with open_store(db) as store:
-        yield store
 
 
 class SqlStore:
@@ -325,32 +226,36 @@ class SqlStore:
                 )
                 last = int((await conn.execute(bump)).scalar_one())
                 first = last - len(finals) + 1
-                await conn.execute(_FINAL_UPDATE, _final_params(finals, first, owner, now))
+                await conn.execute(
+                    statements.FINAL_UPDATE, statements.final_params(finals, first, owner, now)
+                )
             retries = [o for o in outcomes if o.state not in FINAL_STATES]
             if retries:
-                await conn.execute(_REQUEUE_UPDATE, _requeue_params(retries, owner))
-            errors = _error_rows(run_id, outcomes, now)
+                await conn.execute(
+                    statements.REQUEUE_UPDATE, statements.requeue_params(retries, owner)
+                )
+            errors = statements.error_rows(run_id, outcomes, now)
             if errors:
                 await conn.execute(insert(attempt_errors), errors)
             if watermark is not None:
-                await conn.execute(_watermark_update(run_id, *watermark))
+                await conn.execute(statements.watermark_update(run_id, *watermark))
 
     async def results_after(self, run_id: int, seq: int, limit: int) -> list[ResultRow]:
         """Final results with a sequence number above `seq`, in sequence order."""
         query = (
-            select(*_RESULT_COLUMNS)
+            select(*statements.RESULT_COLUMNS)
             .where(jobs.c.run_id == run_id, jobs.c.done_seq > seq)
             .order_by(jobs.c.done_seq)
             .limit(limit)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_result_row(row) for row in rows]
+        return [statements.result_row(row) for row in rows]
 
     async def set_watermark(self, run_id: int, seq: int, offset: int) -> None:
         """Record how far the results file reflects the database."""
         async with self.engine.begin() as conn:
-            await conn.execute(_watermark_update(run_id, seq, offset))
+            await conn.execute(statements.watermark_update(run_id, seq, offset))
 
     async def next_due(self, run_id: int) -> float | None:
         """When the earliest waiting retry is due, if any job waits."""
@@ -424,14 +329,14 @@ class SqlStore:
         """Final results by finishing sequence or by input line, after a seq / job id."""
         key = jobs.c.done_seq if order == "finish" else jobs.c.id
         query = (
-            select(*_RESULT_COLUMNS)
+            select(*statements.RESULT_COLUMNS)
             .where(jobs.c.run_id == run_id, jobs.c.done_seq.is_not(None), key > after)
             .order_by(key)
             .limit(limit)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_result_row(row) for row in rows]
+        return [statements.result_row(row) for row in rows]
 
     async def sent_since(self, since: float) -> list[float]:
         """When requests that got an answer were sent, across all runs, since `since`."""
@@ -512,142 +417,3 @@ class SqlStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [(float(a), s, c, m) for a, s, c, m in rows]
-
-
-def _result_row(row: Any) -> ResultRow:
-    seq, job_id, custom_id, state, status, request_id, response, code, message, meta, cached = row
-    return ResultRow(
-        seq,
-        job_id,
-        custom_id,
-        state,
-        status,
-        request_id,
-        response,
-        code,
-        message,
-        meta,
-        bool(cached),
-    )
-
-
-_RESULT_COLUMNS = (
-    jobs.c.done_seq,
-    jobs.c.id,
-    jobs.c.custom_id,
-    jobs.c.state,
-    jobs.c.status_code,
-    jobs.c.request_id,
-    jobs.c.response,
-    jobs.c.error_code,
-    jobs.c.error_message,
-    jobs.c.metadata,
-    jobs.c.cached,
-)
-
-_FINAL_UPDATE = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.lease_owner == bindparam("b_owner"),
-        jobs.c.state == "running",
-    )
-    .values(
-        state=bindparam("b_state"),
-        attempts=jobs.c.attempts + 1,
-        status_code=bindparam("b_status"),
-        request_id=bindparam("b_request_id"),
-        response=bindparam("b_response"),
-        error_code=bindparam("b_error_code"),
-        error_message=bindparam("b_error_message"),
-        prompt_tokens=jobs.c.prompt_tokens + bindparam("b_prompt"),
-        completion_tokens=jobs.c.completion_tokens + bindparam("b_completion"),
-        done_seq=bindparam("b_seq"),
-        finished_at=bindparam("b_now"),
-        cached=bindparam("b_cached"),
-        lease_owner=None,
-        lease_expires_at=None,
-    )
-)
-
-_REQUEUE_UPDATE = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.lease_owner == bindparam("b_owner"),
-        jobs.c.state == "running",
-    )
-    .values(
-        state=bindparam("b_state"),
-        attempts=jobs.c.attempts + bindparam("b_spent"),
-        next_attempt_at=bindparam("b_at"),
-        # A job handed back unsent keeps the last error it had.
-        status_code=func.coalesce(bindparam("b_status"), jobs.c.status_code),
-        error_code=func.coalesce(bindparam("b_error_code"), jobs.c.error_code),
-        error_message=func.coalesce(bindparam("b_error_message"), jobs.c.error_message),
-        prompt_tokens=jobs.c.prompt_tokens + bindparam("b_prompt"),
-        completion_tokens=jobs.c.completion_tokens + bindparam("b_completion"),
-        lease_owner=None,
-        lease_expires_at=None,
-    )
-)
-
-
-def _final_params(
-    finals: Sequence[Outcome], first_seq: int, owner: str, now: float
-) -> list[dict[str, Any]]:
-    return [
-        dict(
-            b_id=o.job_id,
-            b_owner=owner,
-            b_state=o.state,
-            b_status=o.status_code,
-            b_request_id=o.request_id,
-            b_response=o.response,
-            b_error_code=o.error_code,
-            b_error_message=o.error_message,
-            b_prompt=o.prompt_tokens,
-            b_completion=o.completion_tokens,
-            b_seq=first_seq + i,
-            b_now=now,
-            b_cached=o.cached,
-        )
-        for i, o in enumerate(finals)
-    ]
-
-
-def _requeue_params(outcomes: Sequence[Outcome], owner: str) -> list[dict[str, Any]]:
-    return [
-        dict(
-            b_id=o.job_id,
-            b_owner=owner,
-            b_state=o.state,
-            b_spent=1 if o.state == "retry" else 0,
-            b_at=o.retry_at,
-            b_status=o.status_code,
-            b_error_code=o.error_code,
-            b_error_message=o.error_message,
-            b_prompt=o.prompt_tokens,
-            b_completion=o.completion_tokens,
-        )
-        for o in outcomes
-    ]
-
-
-def _error_rows(run_id: int, outcomes: Sequence[Outcome], now: float) -> list[dict[str, Any]]:
-    return [
-        dict(
-            run_id=run_id,
-            job_id=o.job_id,
-            at=now,
-            status_code=o.status_code,
-            code=o.error_code,
-            message=o.error_message or "",
-        )
-        for o in outcomes
-        if o.error_code and o.state in ("retry", "failed")
-    ]
-
-
-def _watermark_update(run_id: int, seq: int, offset: int) -> Any:
-    return update(runs).where(runs.c.id == run_id).values(export_seq=seq, export_offset=offset)
