@@ -35,7 +35,8 @@ KEY = "sk-bench-0000000000"
 
 def write_jobs(path: Path, count: int, text_chars: int = 60, non_ascii: bool = False) -> Path:
     """A deterministic job file of `count` OpenAI Batch lines."""
-    filler = ("ሰላም ዓለም " if non_ascii else "lorem ipsum ") * (text_chars // 10 + 1)
+    unit = "ሰላም ዓለም " if non_ascii else "lorem ipsum "
+    filler = unit * (text_chars // len(unit) + 1)
     with path.open("wb", buffering=4 * 1024 * 1024) as fh:
         for i in range(count):
             body = {

@@ -77,6 +77,7 @@ class Attempt:
         self.secrets = secrets
         self.breaker = CircuitBreaker()
         self.sent = 0
+        self.in_flight = 0
         self.answers = 0
         self.rate_limited = 0
         self._waiting: set[anyio.CancelScope] = set()
@@ -128,6 +129,7 @@ class Attempt:
         if isinstance(permit, StopRequest):
             return Outcome(job.id, "pending"), permit
         self.sent += 1
+        self.in_flight += 1
         try:
             response = await self.transport.send(job.body)
         except TransportError as exc:
@@ -141,6 +143,8 @@ class Attempt:
                 stop = StopRequest("unreachable", f"no answer from the API: {message}")
                 return Outcome(job.id, "pending", error_code=exc.code, error_message=message), stop
             return self._again(job, jitter, None, exc.code, message, None, rate_limited=False), None
+        finally:
+            self.in_flight -= 1
         self.answers += 1
         return self._decide(job, jitter, permit, self._scrubbed(response))
 

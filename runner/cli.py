@@ -24,7 +24,7 @@ from runner.cli_common import Finite, call, db_option
 from runner.cli_runs import cancel_cmd, export_cmd, list_runs, retry_failed_cmd, status
 from runner.cli_tools import db, health, mock_server
 from runner.clock import SystemClock
-from runner.config import Environment, RunOptions
+from runner.config import RESULTS_SUFFIX, Environment, RunOptions
 from runner.dryrun import describe, estimate
 from runner.errors import InputError, RunnerError
 from runner.logs import setup_logging
@@ -259,6 +259,9 @@ def run(
     setup_logging(log_level, secrets, log_file, log_format)
     if out is not None and len(jobs) > 1:
         raise click.UsageError("--out names one results file; give one JOBS file with it")
+    if len(jobs) > 1:
+        # `runner run inbox/*.jsonl` also matches the results files written beside the inputs.
+        jobs = tuple(p for p in jobs if not p.name.endswith(RESULTS_SUFFIX))
     if quiet:
         settings["progress"] = "off"
     if dry_run:

@@ -11,7 +11,7 @@ from runner.cache.store import GuardedCache, open_cache
 from runner.cli_common import call, db_option
 from runner.config import Environment
 from runner.errors import UsageError
-from runner.store.connect import open_store
+from runner.store.connect import open_existing_store
 from runner.store.sql import SqlStore
 
 URL_OPTION = click.option(
@@ -32,7 +32,7 @@ def cache_stats(cache_url: str | None, db: str | None) -> None:
     env = Environment.from_process()
 
     async def go() -> str:
-        async with open_store(db or env.db) as store:
+        async with open_existing_store(db or env.db) as store:
             backend = _open(cache_url, store)
             try:
                 stats = await backend.stats(time.time())
@@ -63,7 +63,7 @@ def cache_clear(cache_url: str | None, older_than: str | None, db: str | None) -
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
 
     async def go() -> int:
-        async with open_store(db or env.db) as store:
+        async with open_existing_store(db or env.db) as store:
             backend = _open(cache_url, store)
             try:
                 deleted = await backend.clear(age, time.time())

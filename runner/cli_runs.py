@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
 from runner.cli_common import call, db_option, find_run
 from runner.clock import SystemClock
-from runner.config import Environment
+from runner.config import Environment, RunOptions
 from runner.manage import cancel, export, retry_failed
 from runner.report import runs_line, status_text
 from runner.store.connect import database_exists, open_existing_store
+from runner.store.protocol import RunRecord
 
-RUN_ARG = click.argument("run_selector", metavar="RUN", required=False)
+RUN_ARG = click.argument("run_selector", metavar="[RUN]", required=False)
 
 
 @click.command()
@@ -66,10 +68,20 @@ def retry_failed_cmd(
         async with open_existing_store(db or env.db) as store:
             run = find_run(await store.list_runs(), run_selector)
             count = await retry_failed(store, run, only_code, model, SystemClock().time())
-        return count, run.input_path
+        return count, _run_command(run, db)
 
-    count, input_path = call(go)
-    click.echo(f"{count} failed job(s) queued again; send them with: runner run {input_path}")
+    count, command = call(go)
+    click.echo(f"{count} failed job(s) queued again; send them with: {command}")
+
+
+def _run_command(run: RunRecord, db: str | None) -> str:
+    """The `runner run` line that works on this run again."""
+    words = ["runner", "run", run.input_path]
+    if Path(run.out_path) != RunOptions.default_out_path(Path(run.input_path)):
+        words += ["--out", run.out_path]
+    if db:
+        words += ["--db", db]
+    return shlex.join(words)
 
 
 @click.command("export")
@@ -99,10 +111,10 @@ def export_cmd(run_selector: str | None, out: Path, order: str, db: str | None) 
 
 
 @click.command("cancel")
-@RUN_ARG
+@click.argument("run_selector", metavar="RUN")
 @db_option
-def cancel_cmd(run_selector: str | None, db: str | None) -> None:
-    """Fail every unfinished job of a run with code `cancelled` (each gets its result line)."""
+def cancel_cmd(run_selector: str, db: str | None) -> None:
+    """Fail every unfinished job of RUN (id or results path) with code `cancelled`."""
     env = Environment.from_process()
 
     async def go() -> int:

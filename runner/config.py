@@ -14,6 +14,7 @@ from runner.errors import MissingKeyError, UsageError
 
 DEFAULT_BASE_URL = "https://api.selamgpt.com/v1"
 DEFAULT_DB = "runner.db"
+RESULTS_SUFFIX = ".results.jsonl"
 
 
 @dataclass(frozen=True)
@@ -103,4 +104,4 @@ class RunOptions:
     @staticmethod
     def default_out_path(input_path: Path) -> Path:
         """`<input stem>.results.jsonl` beside the input."""
-        return input_path.with_name(f"{input_path.stem}.results.jsonl")
+        return input_path.with_name(f"{input_path.stem}{RESULTS_SUFFIX}")

@@ -88,5 +88,7 @@ def describe(result: Estimate, prices: PriceTable) -> str:
         )
     total = result.cost_bound(prices)
     if total is not None:
-        lines.append(f"  estimated cost: at most ${total:,.4f}")
+        unpriced = sorted(m for m in result.by_model if prices.price(m) is None)
+        note = f" (not counting {', '.join(unpriced)}: no price)" if unpriced else ""
+        lines.append(f"  estimated cost: at most ${total:,.4f}{note}")
     return "\n".join(lines)

@@ -317,7 +317,8 @@ class Engine:
             failed=stats.failed,
             retried=stats.retried,
             requeued=self._requeued,
-            in_flight=self._outstanding,
+            in_flight=self.attempt.in_flight,
+            queued=max(0, self._queued - self.attempt.in_flight),
             sent=self.attempt.sent,
             rate_limited=self.attempt.rate_limited,
             elapsed_s=self.clock.monotonic() - self._started,
@@ -328,13 +329,17 @@ class Engine:
 
     async def _report(self) -> None:
         interval = self.view.interval_s if self.view is not None else 1.0
+        shown = self.clock.monotonic()
         try:
             while True:
-                await anyio.sleep(interval)
-                stop = self.watch.over_runtime(self.clock.monotonic() - self._started)
+                # --max-runtime is checked every second whatever the display's interval.
+                await anyio.sleep(min(interval, 1.0))
+                now = self.clock.monotonic()
+                stop = self.watch.over_runtime(now - self._started)
                 if stop is not None:
                     self.request_stop(stop)
-                if self.view is not None:
+                if self.view is not None and now - shown >= interval - 0.01:
+                    shown = now
                     self.view.show(self.progress())
         finally:
             if self.view is not None:

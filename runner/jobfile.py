@@ -90,8 +90,10 @@ def _job(
     body: dict[str, object], custom_id: str, metadata: object, line: int, bare: bool = False
 ) -> Job:
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if messages is None or messages == []:
         raise LineError("body has no messages (a non-empty list is required)")
+    if not isinstance(messages, list):
+        raise LineError(f"messages must be a non-empty array, got {json_type(messages)}")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message:
             raise LineError(f"messages[{index}] must be an object with a role")

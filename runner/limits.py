@@ -224,14 +224,31 @@ class Budget:
         if quota.window_s is not None and quota.window_s > 0:
             self.window_s = quota.window_s
         elif quota.reset_s is not None and not long_window and quota.limit is not None:
-            # The longest reset seen is the best lower bound on the window's length; rounded up
+            # The longest span seen is the best lower bound on the window's length; rounded up
             # to half seconds so jitter in the reported value does not re-key the send log.
-            self.window_s = max(self.window_s or 0.0, math.ceil(quota.reset_s * 2) / 2)
+            span = max(quota.reset_s, self._span_from_own_sends(quota, now))
+            self.window_s = max(self.window_s or 0.0, math.ceil(span * 2) / 2)
         if quota.remaining is not None and seq >= self.gate_seq:
             self.gate_seq = seq
             self.gate_remaining = quota.remaining
             self.gate_at_sent = sent_total
             self.gate_until = _gate_until(quota, now)
+
+    def _span_from_own_sends(self, quota: Quota, now: float) -> float:
+        """Window length implied by "k counted, oldest leaves in reset_s" and our own send times.
+
+        A run that starts into a nearly full window only ever sees short resets; but if the k
+        requests the server counts are ours, the oldest left at our k-th most recent send, so
+        the window is at least reset_s + (now - that send). Other clients' requests make this
+        an overestimate, which only makes pacing more careful.
+        """
+        if quota.reset_is_full or quota.limit is None or quota.remaining is None:
+            return 0.0
+        counted = int(quota.limit - quota.remaining)
+        times = self.log.times
+        if counted < 1 or counted > len(times) or quota.reset_s is None:
+            return 0.0
+        return quota.reset_s + (now - times[-counted])
 
     def describe(self, now: float, fallback: float | None) -> dict[str, object]:
         """This budget's state for status."""

@@ -25,7 +25,8 @@ class Progress:
     done: int
     failed: int
     retrying: int
-    in_flight: int
+    in_flight: int  # sent, waiting for the answer
+    queued: int  # claimed from the queue, waiting for the limiter or a worker
     sent: int
     rate_limited: int
     requests_per_min: float
@@ -41,7 +42,8 @@ class Progress:
     @property
     def pending(self) -> int:
         """Jobs neither finished nor in flight nor waiting to retry."""
-        return max(0, self.total - self.done - self.failed - self.retrying - self.in_flight)
+        busy = self.in_flight + self.queued
+        return max(0, self.total - self.done - self.failed - self.retrying - busy)
 
 
 def _duration(seconds: float | None) -> str:
@@ -62,7 +64,8 @@ def progress_line(p: Progress) -> str:
     parts = [
         f"{p.done + p.failed:,}/{p.total:,} finished ({p.done:,} done, {p.failed:,} failed)",
         f"{p.retrying:,} retrying",
-        f"{p.in_flight:,} in progress",
+        f"{p.in_flight:,} sending",
+        f"{p.queued:,} queued",
         f"{p.pending:,} pending",
         f"{p.requests_per_min:,.0f} req/min",
         f"{p.tokens_per_min:,.0f} tok/min",
@@ -88,9 +91,10 @@ def render(p: Progress) -> Group:
     table.add_row("done", f"[green]{p.done:,}", "requests/min", f"{p.requests_per_min:,.1f}")
     table.add_row("failed", f"[red]{p.failed:,}", "tokens/min", f"{p.tokens_per_min:,.0f}")
     table.add_row("retrying", f"[yellow]{p.retrying:,}", "tokens", f"{p.tokens:,}")
-    table.add_row("in progress", f"{p.in_flight:,}", "cost so far", _money(p.cost))
-    table.add_row("pending", f"{p.pending:,}", "projected cost", _money(p.projected_cost))
-    table.add_row("sent", f"{p.sent:,}", "answered 429", f"{p.rate_limited:,}")
+    table.add_row("sending", f"{p.in_flight:,}", "cost so far", _money(p.cost))
+    table.add_row("queued", f"{p.queued:,}", "projected cost", _money(p.projected_cost))
+    table.add_row("pending", f"{p.pending:,}", "answered 429", f"{p.rate_limited:,}")
+    table.add_row("sent", f"{p.sent:,}", "", "")
     state = Text("running", style="green")
     if p.paused:
         state = Text(f"paused: {p.paused}", style="yellow")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
+MIN_SECRET_LEN = 6
 # Keys in the wild: sk-..., sk-selam-..., sk-proj-...; and any bearer credential.
 _PATTERNS = (
     re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
@@ -18,7 +19,8 @@ _PATTERNS = (
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace every known secret and anything shaped like a key or bearer token."""
     for secret in secrets:
-        if secret:
+        # A key shorter than this is not a real key, and replacing it would shred the text.
+        if len(secret) >= MIN_SECRET_LEN:
             text = text.replace(secret, REDACTED)
     text = _PATTERNS[0].sub(REDACTED, text)
     for pattern in _PATTERNS[1:]:
@@ -31,7 +33,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = tuple(s for s in secrets if s)
+        self.secrets = tuple(s for s in secrets if len(s) >= MIN_SECRET_LEN)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact the formatted message in place; never drop a record."""

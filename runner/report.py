@@ -112,7 +112,7 @@ def _run_state(run: RunRecord) -> str:
         return f"running (owner {run.owner})"
     if run.stop_reason:
         return f"stopped: {run.stop_reason}"
-    return "finished" if run.finished_at else "not started"
+    return "finished" if run.finished_at else "waiting (run the same command to send)"
 
 
 def _limits_lines(limits_json: str | None) -> list[str]:

@@ -40,6 +40,7 @@ class Live:
     retried: int
     requeued: int
     in_flight: int
+    queued: int
     sent: int
     rate_limited: int
     elapsed_s: float
@@ -116,6 +117,7 @@ class RunWatch:
             failed=failed,
             retrying=retrying,
             in_flight=live.in_flight,
+            queued=live.queued,
             sent=live.sent,
             rate_limited=live.rate_limited,
             requests_per_min=live.sent / minutes,

@@ -155,7 +155,7 @@ def test_blank_line_is_none(raw: bytes) -> None:
         ),
         pytest.param(
             line(batch(body={"model": "m", "messages": "hi"})),
-            "body has no messages",
+            "messages must be a non-empty array, got a string",
             id="messages-not-a-list",
         ),
         pytest.param(line({"model": "m"}), "body has no messages", id="bare-no-messages"),

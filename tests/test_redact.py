@@ -128,3 +128,10 @@ def test_filter_on_a_handler_redacts_records_from_child_loggers() -> None:
         parent.removeHandler(handler)
         handler.close()
     assert stream.getvalue() == f"key is {REDACTED}\n"
+
+
+def test_a_one_letter_key_does_not_shred_log_text() -> None:
+    """Regression: SELAM_API_KEY=x turned '--max-runtime' into '--ma[REDACTED]-runtime'."""
+    assert redact("stopping: --max-runtime 8s reached", ("x",)) == (
+        "stopping: --max-runtime 8s reached"
+    )

@@ -202,7 +202,7 @@ async def test_cancel_fails_what_is_left_with_one_line_each(
         env = cli_env(target.base_url)
         code, _, _ = await cli(["run", str(jobs), "--db", db, "--concurrency", "1"], env, tmp_path)
         assert code == 3
-        code, stdout, stderr = await cli(["cancel", "--db", db], env, tmp_path)
+        code, stdout, stderr = await cli(["cancel", "1", "--db", db], env, tmp_path)
     assert code == 0, stderr
     assert "6 job(s) cancelled" in stdout
     by_id = {line["custom_id"]: line for line in read_results(tmp_path / "jobs.results.jsonl")}
@@ -236,3 +236,59 @@ async def test_several_files_are_each_their_own_run(tmp_path: Path) -> None:
     assert len(read_results(tmp_path / "a.results.jsonl")) == 3
     assert len(read_results(tmp_path / "b.results.jsonl")) == 4
     assert stdout.count("results: ") == 2
+
+
+async def test_max_runtime_is_kept_whatever_the_progress_interval(tmp_path: Path) -> None:
+    """Regression: --max-runtime was checked on each 30 s progress tick (a 5 s cap ran 30 s)."""
+    jobs = _jobs(tmp_path, 400)
+    args = [
+        "run",
+        str(jobs),
+        "--db",
+        str(tmp_path / "r.db"),
+        "--concurrency",
+        "1",
+        "--max-runtime",
+        "2",
+        "--progress",
+        "plain",
+        "--progress-interval",
+        "30",
+    ]
+    async with emulator(latency_ms=20) as (_, target):
+        started = anyio.current_time()
+        code, stdout, _ = await cli(args, cli_env(target.base_url), tmp_path)
+        elapsed = anyio.current_time() - started
+    assert code == 3 and "--max-runtime 2s reached" in stdout
+    assert elapsed < 10
+
+
+async def test_a_glob_over_an_inbox_skips_the_results_files_beside_the_inputs(
+    tmp_path: Path,
+) -> None:
+    """Regression: `runner run inbox/*.jsonl` took a.results.jsonl as a job file on re-run."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    a = _jobs(inbox, 2, "a.jsonl")
+    async with emulator() as (_, target):
+        env = cli_env(target.base_url)
+        db = str(tmp_path / "r.db")
+        assert (await cli(["run", str(a), "--db", db], env, tmp_path))[0] == 0
+        results = inbox / "a.results.jsonl"
+        code, _, stderr = await cli(["run", str(a), str(results), "--db", db], env, tmp_path)
+    assert code == 0, stderr
+
+
+async def test_retry_failed_names_the_command_that_resumes_a_run_with_its_own_out(
+    tmp_path: Path,
+) -> None:
+    """Regression: the printed command lacked --out and started a new run instead."""
+    jobs = write_jsonl(tmp_path / "in.jsonl", [batch_line("x", chat_body("y", model="missing-m"))])
+    out = tmp_path / "custom.jsonl"
+    db = str(tmp_path / "r.db")
+    async with emulator() as (_, target):
+        env = cli_env(target.base_url)
+        await cli(["run", str(jobs), "--db", db, "--out", str(out)], env, tmp_path)
+        code, stdout, _ = await cli(["retry-failed", "--db", db], env, tmp_path)
+    assert code == 0
+    assert f"--out {out}" in stdout and f"--db {db}" in stdout

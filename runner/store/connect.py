@@ -40,8 +40,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # WAL with NORMAL survives a killed process; only power loss can drop the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # A bigger page cache keeps the job indexes in memory during bulk ingest and claims.
-        cursor.execute("PRAGMA cache_size=-32768")
+        # A bigger page cache (8 MiB, 4x the default) keeps the hot index pages in memory
+        # during bulk ingest and claims without letting memory grow with the queue.
+        cursor.execute("PRAGMA cache_size=-8192")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
