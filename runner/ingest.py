@@ -14,7 +14,7 @@ from runner.jobfile import Job, LineError, file_digest, iter_lines, new_digest, 
 from runner.ownership import take_run
 from runner.store.protocol import RunRecord, Store
 
-INSERT_BATCH = 5000
+INSERT_BATCH = 2000
 MAX_REPORTED_PROBLEMS = 20
 
 

@@ -96,6 +96,8 @@ def render(p: Progress) -> Group:
     table.add_row("pending", f"{p.pending:,}", "answered 429", f"{p.rate_limited:,}")
     table.add_row("sent", f"{p.sent:,}", "", "")
     state = Text("running", style="green")
+    if finished >= p.total:
+        state = Text("finished", style="bold green")
     if p.paused:
         state = Text(f"paused: {p.paused}", style="yellow")
     if p.stopping:
