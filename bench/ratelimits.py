@@ -106,7 +106,11 @@ async def _runner_case(case: Case, workdir: Path) -> Row:
     jobs = _jobs_file(workdir / "jobs.jsonl", case.jobs)
     async with serve_emulator(config) as (emu, base_url):
         options = RunOptions(
-            jobs, workdir / "jobs.results.jsonl", str(workdir / "runner.db"), concurrency=8
+            jobs,
+            workdir / "jobs.results.jsonl",
+            str(workdir / "runner.db"),
+            concurrency=8,
+            progress="off",
         )
         started = time.monotonic()
         report = await run_job(options, ApiTarget(base_url, KEY, mock=False), SystemClock())

@@ -226,8 +226,12 @@ class Budget:
         elif quota.reset_s is not None and not long_window and quota.limit is not None:
             # The longest span seen is the best lower bound on the window's length; rounded up
             # to half seconds so jitter in the reported value does not re-key the send log.
-            span = max(quota.reset_s, self._span_from_own_sends(quota, now))
-            self.window_s = max(self.window_s or 0.0, math.ceil(span * 2) / 2)
+            window = max(self.window_s or 0.0, math.ceil(quota.reset_s * 2) / 2)
+            implied = self._span_from_own_sends(quota, now)
+            if implied > 1.5 * window:
+                # Only short resets seen so far (the run began in a nearly full window).
+                window = round(implied * 2) / 2
+            self.window_s = window
         if quota.remaining is not None and seq >= self.gate_seq:
             self.gate_seq = seq
             self.gate_remaining = quota.remaining
