@@ -256,8 +256,10 @@ def full_runs(workdir: Path, sizes: list[int]) -> list[list[object]]:
             f"CPU per job, {sizes[-1]:,} vs {sizes[0]:,}",
             f"{cpu[sizes[-1]]:.0f} vs {cpu[sizes[0]]:.0f} us",
             f"{cpu_ratio:.2f}x",
-            "within 20%",
-            abs(cpu_ratio - 1) <= 0.20,
+            # Growth is what a per-claim scan or per-job commit would show; the smaller run
+            # carries the fixed start-up cost (imports, migrations) over fewer jobs.
+            "no growth (<= 1.20x)",
+            cpu_ratio <= 1.20,
         ]
     )
     return rows
