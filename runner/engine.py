@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import orjson
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.attempt import Attempt, StopRequest
 from runner.clock import Clock
@@ -226,7 +226,7 @@ class Engine:
     # -- workers --------------------------------------------------------------------------
 
     async def _work(
-        self, jobs: ObjectReceiveStream[ClaimedJob], outcomes: ObjectSendStream[Outcome]
+        self, jobs: ObjectReceiveStream[ClaimedJob], outcomes: MemoryObjectSendStream[Outcome]
     ) -> None:
         async with jobs:
             async for job in jobs:
@@ -240,8 +240,12 @@ class Engine:
                 self._queued -= 1
                 if self._queued < self.config.concurrency * 2:
                     self._wake()
-                with anyio.CancelScope(shield=True):
-                    await outcomes.send(outcome)
+                try:
+                    # Usually there is room: no await, so nothing can cancel the hand-over.
+                    outcomes.send_nowait(outcome)
+                except anyio.WouldBlock:
+                    with anyio.CancelScope(shield=True):
+                        await outcomes.send(outcome)
 
     # -- writer ---------------------------------------------------------------------------
 
