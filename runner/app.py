@@ -27,7 +27,7 @@ from runner.pricing import PriceTable
 from runner.progress import LiveView, LogLineView, ProgressView
 from runner.retry import RetryPolicy
 from runner.store.connect import open_store
-from runner.store.protocol import RunRecord, Store
+from runner.store.protocol import OPEN_STATES, RunRecord, Store
 from runner.store.sql import SqlStore
 from runner.watch import Baseline, Caps, RunWatch
 
@@ -216,6 +216,6 @@ def exit_code(report: RunReport) -> int:
     stop = report.stats.stop
     if stop is not None and stop.kind == "auth":
         return 4
-    if stop is not None or any(report.counts.get(s, 0) for s in ("pending", "retry", "running")):
+    if stop is not None or any(report.counts.get(s, 0) for s in OPEN_STATES):
         return 3
     return 1 if report.counts.get("failed", 0) else 0

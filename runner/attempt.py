@@ -15,7 +15,7 @@ from runner.client import RawResponse, Transport, TransportError
 from runner.clock import Clock
 from runner.limits import Limiter, Permit, TokensNeverFit, WaitTooLong
 from runner.ratelimit_headers import RateLimitInfo, parse_rate_limit_headers
-from runner.redact import REDACTED, redact
+from runner.redact import redact, redact_bytes
 from runner.retry import RetryPolicy
 from runner.store.protocol import ClaimedJob, Outcome
 
@@ -150,10 +150,7 @@ class Attempt:
 
     def _scrubbed(self, response: RawResponse) -> RawResponse:
         """The response with any echo of the key removed before it can be stored."""
-        body = response.body
-        for secret in self.secrets:
-            if secret and secret.encode() in body:
-                body = body.replace(secret.encode(), REDACTED.encode())
+        body = redact_bytes(response.body, self.secrets)
         return (
             response
             if body is response.body

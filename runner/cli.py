@@ -18,7 +18,7 @@ import click
 import orjson
 
 from runner.app import RunReport, api_target, exit_code, run_job
-from runner.cache.policy import parse_ttl
+from runner.cache.policy import DEFAULT_TTL, parse_ttl
 from runner.cli_cache import cache
 from runner.cli_common import Finite, call, db_option
 from runner.cli_runs import cancel_cmd, export_cmd, list_runs, retry_failed_cmd, status
@@ -27,6 +27,7 @@ from runner.clock import SystemClock
 from runner.config import RESULTS_SUFFIX, Environment, RunOptions
 from runner.dryrun import describe, estimate
 from runner.errors import InputError, RunnerError
+from runner.jobfile import DEFAULT_MAX_LINE_BYTES
 from runner.logs import setup_logging
 from runner.pricing import PriceTable
 from runner.redact import redact
@@ -159,7 +160,7 @@ def _options(fn: Any) -> Any:
             ("--max-line-bytes",),
             dict(
                 type=click.IntRange(1024),
-                default=10 * 1024 * 1024,
+                default=DEFAULT_MAX_LINE_BYTES,
                 show_default=True,
                 help="Longer lines are rejected.",
             ),
@@ -182,7 +183,7 @@ def _options(fn: Any) -> Any:
         (
             ("--cache-ttl", "cache_ttl_s"),
             dict(
-                default="30d",
+                default=DEFAULT_TTL,
                 show_default=True,
                 callback=_ttl,
                 help="How long cached answers are served: 30m, 12h, 7d, forever.",

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from runner.errors import MissingKeyError, UsageError
+from runner.jobfile import DEFAULT_MAX_LINE_BYTES
 
 DEFAULT_BASE_URL = "https://api.selamgpt.com/v1"
 DEFAULT_DB = "runner.db"
@@ -89,7 +90,7 @@ class RunOptions:
     tpm: float | None = None
     rpd: float | None = None
     restart: bool = False
-    max_line_bytes: int = 10 * 1024 * 1024
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_tokens: int | None = None
     max_cost: float | None = None
     max_runtime_s: float | None = None

@@ -28,6 +28,14 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """Remove known secrets from raw bytes (a response body that echoes the key)."""
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET_LEN and secret.encode() in data:
+            data = data.replace(secret.encode(), REDACTED.encode())
+    return data
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that rewrites each record's message with secrets removed."""
 

@@ -33,6 +33,12 @@ def batch_line(custom_id: str, body: dict[str, Any], **extra: Any) -> dict[str, 
     return line
 
 
+def numbered_jobs(path: Path, count: int) -> Path:
+    """A Batch-format file of `count` distinct jobs, custom_ids job-0000, job-0001, ..."""
+    lines = [batch_line(f"job-{i:04}", chat_body(f"question {i}")) for i in range(count)]
+    return write_jsonl(path, lines)
+
+
 def write_jsonl(path: Path, lines: Iterable[dict[str, Any] | str]) -> Path:
     """Write JSONL lines (dicts, or raw strings kept as they are)."""
     with path.open("wb") as fh:

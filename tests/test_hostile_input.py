@@ -22,6 +22,7 @@ from tests.support import (
     cli,
     cli_env,
     emulator,
+    numbered_jobs,
     read_results,
     write_jsonl,
 )
@@ -30,8 +31,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _jobs(tmp_path: Path, count: int) -> Path:
-    lines = [batch_line(f"job-{i:04}", chat_body(f"question {i}")) for i in range(count)]
-    return write_jsonl(tmp_path / "in.jsonl", lines)
+    return numbered_jobs(tmp_path / "in.jsonl", count)
 
 
 async def test_restart_while_another_process_works_the_run_exits_6(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runner.redact import REDACTED, RedactingFilter, redact
+from runner.redact import REDACTED, RedactingFilter, redact, redact_bytes
 
 SECRET = "sk-selam-4f9a8b7c6d5e4f3a2b1c"
 
@@ -135,3 +135,12 @@ def test_a_one_letter_key_does_not_shred_log_text() -> None:
     assert redact("stopping: --max-runtime 8s reached", ("x",)) == (
         "stopping: --max-runtime 8s reached"
     )
+
+
+def test_response_bodies_lose_the_key_but_not_letters_of_a_one_letter_key() -> None:
+    """Bodies echoing the key are scrubbed; a too-short 'key' leaves bodies untouched."""
+    body = b'{"error": {"message": "bad key MYSECRETKEY12345, sorry"}}'
+    assert redact_bytes(body, ("MYSECRETKEY12345",)) == body.replace(
+        b"MYSECRETKEY12345", REDACTED.encode()
+    )
+    assert redact_bytes(body, ("x",)) == body

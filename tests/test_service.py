@@ -18,6 +18,7 @@ from tests.support import (
     cli,
     cli_env,
     emulator,
+    numbered_jobs,
     read_results,
     run,
     write_jsonl,
@@ -27,8 +28,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _jobs(tmp_path: Path, count: int, name: str = "jobs.jsonl") -> Path:
-    lines = [batch_line(f"job-{i:04}", chat_body(f"question {i}")) for i in range(count)]
-    return write_jsonl(tmp_path / name, lines)
+    return numbered_jobs(tmp_path / name, count)
 
 
 async def test_progress_without_a_tty_is_plain_lines_and_every_file_is_free_of_the_key(

@@ -15,6 +15,7 @@ from runner.jobfile import Job
 from runner.store import dialect, statements
 from runner.store.protocol import (
     FINAL_STATES,
+    OPEN_STATES,
     ClaimedJob,
     Duplicate,
     ErrorEntry,
@@ -269,7 +270,7 @@ class SqlStore:
     async def has_open_jobs(self, run_id: int) -> bool:
         """Whether any job is pending, waiting to retry or leased."""
         async with self.engine.connect() as conn:
-            for state in ("pending", "retry", "running"):
+            for state in OPEN_STATES:
                 query = select(jobs.c.id).where(jobs.c.run_id == run_id, jobs.c.state == state)
                 if (await conn.execute(query.limit(1))).first() is not None:
                     return True

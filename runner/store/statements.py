@@ -42,13 +42,16 @@ RESULT_COLUMNS = (
     jobs.c.cached,
 )
 
+# An outcome is saved only while this process still holds the job's lease.
+_LEASED = (
+    jobs.c.id == bindparam("b_id"),
+    jobs.c.lease_owner == bindparam("b_owner"),
+    jobs.c.state == "running",
+)
+
 FINAL_UPDATE = (
     update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.lease_owner == bindparam("b_owner"),
-        jobs.c.state == "running",
-    )
+    .where(*_LEASED)
     .values(
         state=bindparam("b_state"),
         attempts=jobs.c.attempts + 1,
@@ -69,11 +72,7 @@ FINAL_UPDATE = (
 
 REQUEUE_UPDATE = (
     update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.lease_owner == bindparam("b_owner"),
-        jobs.c.state == "running",
-    )
+    .where(*_LEASED)
     .values(
         state=bindparam("b_state"),
         attempts=jobs.c.attempts + bindparam("b_spent"),
@@ -90,21 +89,27 @@ REQUEUE_UPDATE = (
 )
 
 
+def _common(o: Outcome, owner: str) -> dict[str, Any]:
+    return dict(
+        b_id=o.job_id,
+        b_owner=owner,
+        b_state=o.state,
+        b_status=o.status_code,
+        b_error_code=o.error_code,
+        b_error_message=o.error_message,
+        b_prompt=o.prompt_tokens,
+        b_completion=o.completion_tokens,
+    )
+
+
 def final_params(
     finals: Sequence[Outcome], first_seq: int, owner: str, now: float
 ) -> list[dict[str, Any]]:
     return [
-        dict(
-            b_id=o.job_id,
-            b_owner=owner,
-            b_state=o.state,
-            b_status=o.status_code,
+        _common(o, owner)
+        | dict(
             b_request_id=o.request_id,
             b_response=o.response,
-            b_error_code=o.error_code,
-            b_error_message=o.error_message,
-            b_prompt=o.prompt_tokens,
-            b_completion=o.completion_tokens,
             b_seq=first_seq + i,
             b_now=now,
             b_cached=o.cached,
@@ -115,18 +120,7 @@ def final_params(
 
 def requeue_params(outcomes: Sequence[Outcome], owner: str) -> list[dict[str, Any]]:
     return [
-        dict(
-            b_id=o.job_id,
-            b_owner=owner,
-            b_state=o.state,
-            b_spent=1 if o.state == "retry" else 0,
-            b_at=o.retry_at,
-            b_status=o.status_code,
-            b_error_code=o.error_code,
-            b_error_message=o.error_message,
-            b_prompt=o.prompt_tokens,
-            b_completion=o.completion_tokens,
-        )
+        _common(o, owner) | dict(b_spent=1 if o.state == "retry" else 0, b_at=o.retry_at)
         for o in outcomes
     ]
 
