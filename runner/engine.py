@@ -238,8 +238,8 @@ class Engine:
                         self.request_stop(stop)
                     _log_transition(job, outcome)
                 self._queued -= 1
-                if self._queued < self.config.concurrency * 2:
-                    self._wake()
+                if self._queued == self.config.concurrency * 2 - 1:
+                    self._wake()  # just fell below the dispatcher's low-water mark
                 try:
                     # Usually there is room: no await, so nothing can cancel the hand-over.
                     outcomes.send_nowait(outcome)
