@@ -86,7 +86,7 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             owner=owner,
         )
         try:
-            engine, attempt, limiter, cache, watch = await _assemble(
+            engine, attempt, cache, watch = await _assemble(
                 stack, store, prepared.run, options, target, clock, owner
             )
         except BaseException:
@@ -96,7 +96,7 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
             raise
         stats = await engine.execute()
         stats.sent = attempt.sent
-        stats.rate_limited = limiter.rate_limited_count
+        stats.rate_limited = attempt.rate_limited
         if cache is not None:
             stats.cache_hits, stats.cache_misses = cache.hits, cache.misses
             stats.tokens_saved = cache.tokens_saved
@@ -116,7 +116,7 @@ async def _assemble(
     target: ApiTarget,
     clock: Clock,
     owner: str,
-) -> tuple[Engine, Attempt, AdaptiveLimiter, CacheUse | None, RunWatch]:
+) -> tuple[Engine, Attempt, CacheUse | None, RunWatch]:
     client = ClientConfig(
         base_url=target.base_url,
         api_key=target.api_key,
@@ -156,7 +156,7 @@ async def _assemble(
         owner,
         progress_view(options.progress, options.progress_interval_s),
     )
-    return engine, attempt, limiter, cache, watch
+    return engine, attempt, cache, watch
 
 
 def _check_results_writable(path: Path) -> None:

@@ -197,6 +197,7 @@ class Attempt:
             stop = StopRequest("auth", f"the API refused the key (HTTP {status} {code}): {message}")
             return Outcome(job.id, "pending", status, error_code=code, error_message=message), stop
         if verdict.kind is Kind.QUOTA:
+            self.rate_limited += status == 429
             wait = verdict.wait_s
             stop = StopRequest("quota", f"quota exhausted (HTTP {status} {code}): {message}", wait)
             return Outcome(job.id, "pending", status, error_code=code, error_message=message), stop

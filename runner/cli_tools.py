@@ -67,7 +67,7 @@ def health(model: str, timeout_s: float) -> None:
     secrets = (env.api_key,) if env.api_key else ()
 
     async def go() -> int:
-        verdict = await check(env.base_url, env.require_key(), model, timeout_s)
+        verdict = await check(env.base_url, env.require_key(mock_hint=False), model, timeout_s)
         click.echo(("ok: " if verdict.code == 0 else "not ok: ") + verdict.reason)
         return verdict.code
 

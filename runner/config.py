@@ -43,13 +43,14 @@ class Environment:
         base_url = base_url or DEFAULT_BASE_URL
         return cls(api_key=key, base_url=base_url, db=env.get("RUNNER_DB") or DEFAULT_DB)
 
-    def require_key(self) -> str:
+    def require_key(self, mock_hint: bool = True) -> str:
         """The API key, or an error that says how to provide one."""
         if not self.api_key:
+            hint = "; or pass --mock to run against the built-in emulator" if mock_hint else ""
             raise MissingKeyError(
                 "no API key: set SELAM_API_KEY (or OPENAI_API_KEY), e.g. "
-                "`export SELAM_API_KEY=<your key>` or a line SELAM_API_KEY=<your key> in ./.env; "
-                "or pass --mock to run against the built-in emulator"
+                "`export SELAM_API_KEY=<your key>` or a line SELAM_API_KEY=<your key> in ./.env"
+                + hint
             )
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.api_key):
             raise UsageError("the API key holds a control character; check SELAM_API_KEY")

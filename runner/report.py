@@ -54,7 +54,7 @@ def summary(report: RunReport, resume_command: str) -> str:
         )
     if stats.errors_by_code:
         grouped = ", ".join(f"{code} x{n}" for code, n in sorted(stats.errors_by_code.items()))
-        lines.append(f"  errors: {grouped}")
+        lines.append(f"  errors (every attempt, retried ones too): {grouped}")
     lines.append(f"  results: {run.out_path}")
     if stats.stop is not None:
         lines.append(f"  stopped: {stats.stop.reason}")
@@ -139,7 +139,7 @@ def _limits_lines(limits_json: str | None) -> list[str]:
             text += f", pacing at {pace:.1f}/min"
         lines.append(text)
     lines.append(
-        f"  answered 429: {data.get('rate_limited', 0)}; limits from {data.get('learning')}"
+        f"  429s waited out: {data.get('rate_limited', 0)}; limits from {data.get('learning')}"
     )
     stats = data.get("stats") or {}
     if stats:

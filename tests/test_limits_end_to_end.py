@@ -155,12 +155,12 @@ async def test_window_is_learned_even_when_a_run_starts_into_a_nearly_full_windo
     tmp_path: Path, write_jobs: Callable[..., Path]
 ) -> None:
     """Regression: starting right after another run, only short resets were seen and the
-    10 s window was learned as 0.5 s ("limit 30 per 0.5s, pacing at 3495/min")."""
-    first = write_jobs([batch_line(f"a{i}", chat_body(f"a {i}")) for i in range(30)], "a.jsonl")
-    second = write_jobs([batch_line(f"b{i}", chat_body(f"b {i}")) for i in range(40)], "b.jsonl")
-    async with emulator(limit_requests=30, window_s=10.0) as (_, target):
+    10 s window was learned as 0.5 s; here a 4 s window ("limit 30 per 0.5s, pacing at 3495/min")."""
+    first = write_jobs([batch_line(f"a{i}", chat_body(f"a {i}")) for i in range(12)], "a.jsonl")
+    second = write_jobs([batch_line(f"b{i}", chat_body(f"b {i}")) for i in range(16)], "b.jsonl")
+    async with emulator(limit_requests=12, window_s=4.0) as (_, target):
         await run(first, target, tmp_path, concurrency=4)
         report = await run(second, target, tmp_path, concurrency=4)
     limits = orjson.loads(report.run.limits_json or "{}")
-    assert limits["requests"]["limit"] == 30
-    assert limits["requests"]["window_s"] >= 9.5
+    assert limits["requests"]["limit"] == 12
+    assert limits["requests"]["window_s"] >= 3.5
