@@ -154,8 +154,8 @@ async def test_run_started_into_a_full_window_waits_instead_of_collecting_429s(
 async def test_window_is_learned_even_when_a_run_starts_into_a_nearly_full_window(
     tmp_path: Path, write_jobs: Callable[..., Path]
 ) -> None:
-    """Regression: starting right after another run, only short resets were seen and the
-    10 s window was learned as 0.5 s; here a 4 s window ("limit 30 per 0.5s, pacing at 3495/min")."""
+    """Regression: starting right after another run, only short resets were seen and a
+    10 s window was learned as 0.5 s ("limit 30 per 0.5s, pacing at 3495/min"); here 4 s."""
     first = write_jobs([batch_line(f"a{i}", chat_body(f"a {i}")) for i in range(12)], "a.jsonl")
     second = write_jobs([batch_line(f"b{i}", chat_body(f"b {i}")) for i in range(16)], "b.jsonl")
     async with emulator(limit_requests=12, window_s=4.0) as (_, target):
