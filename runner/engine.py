@@ -19,7 +19,6 @@ from pathlib import Path
 
 import anyio
 import orjson
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.attempt import Attempt, StopRequest
@@ -29,6 +28,7 @@ from runner.output import ResultsFile
 from runner.progress import Progress, ProgressView
 from runner.store.protocol import ClaimedJob, Outcome, RunRecord, Store
 from runner.watch import Live, RunWatch
+from runner.workqueue import WorkQueue
 
 log = logging.getLogger("runner.engine")
 
@@ -151,9 +151,7 @@ class Engine:
         )
 
     async def _pipeline(self) -> None:
-        jobs_send, jobs_recv = anyio.create_memory_object_stream[ClaimedJob](
-            self.config.concurrency * 2 + self.config.claim_batch
-        )
+        jobs = WorkQueue[ClaimedJob]()
         out_send, out_recv = anyio.create_memory_object_stream[Outcome](self.config.concurrency * 4)
         async with anyio.create_task_group() as services:
             services.start_soon(self._heartbeat)
@@ -163,10 +161,9 @@ class Engine:
                 pipeline.start_soon(self._writer, out_recv)
                 async with anyio.create_task_group() as senders:
                     self._senders = senders.cancel_scope
-                    senders.start_soon(self._dispatch, jobs_send)
+                    senders.start_soon(self._dispatch, jobs)
                     for _ in range(self.config.concurrency):
-                        senders.start_soon(self._work, jobs_recv.clone(), out_send)
-                    jobs_recv.close()
+                        senders.start_soon(self._work, jobs, out_send)
                 out_send.close()
             services.cancel_scope.cancel()
 
@@ -184,12 +181,12 @@ class Engine:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def _dispatch(self, jobs: ObjectSendStream[ClaimedJob]) -> None:
+    async def _dispatch(self, jobs: WorkQueue[ClaimedJob]) -> None:
         # Claim in batches: top the queue up to `high` once it falls below `low`, so a claim
         # is one transaction for many jobs rather than one for each freed slot.
         low = self.config.concurrency * 2
         high = low + self.config.claim_batch
-        async with jobs:
+        try:
             while self.stats.stop is None:
                 if self._queued >= low:
                     await self._idle(check_due=False)
@@ -207,11 +204,13 @@ class Engine:
                     for job in claimed:
                         self._models[job.id] = job.model
                         self._requeued += job.attempts > 0
-                        await jobs.send(job)
+                    jobs.put_many(claimed)
                     continue
                 if self._outstanding == 0 and not await self.store.has_open_jobs(self.run.id):
                     return
                 await self._idle(check_due=True)
+        finally:
+            jobs.close()
 
     async def _idle(self, check_due: bool) -> None:
         changed = self._changed
@@ -226,26 +225,25 @@ class Engine:
     # -- workers --------------------------------------------------------------------------
 
     async def _work(
-        self, jobs: ObjectReceiveStream[ClaimedJob], outcomes: MemoryObjectSendStream[Outcome]
+        self, jobs: WorkQueue[ClaimedJob], outcomes: MemoryObjectSendStream[Outcome]
     ) -> None:
-        async with jobs:
-            async for job in jobs:
-                if self.stats.stop is not None:
-                    outcome = Outcome(job.id, "pending")
-                else:
-                    outcome, stop = await self.attempt.run(job, self._rng.random())
-                    if stop is not None:
-                        self.request_stop(stop)
-                    _log_transition(job, outcome)
-                self._queued -= 1
-                if self._queued == self.config.concurrency * 2 - 1:
-                    self._wake()  # just fell below the dispatcher's low-water mark
-                try:
-                    # Usually there is room: no await, so nothing can cancel the hand-over.
-                    outcomes.send_nowait(outcome)
-                except anyio.WouldBlock:
-                    with anyio.CancelScope(shield=True):
-                        await outcomes.send(outcome)
+        while (job := await jobs.get()) is not None:
+            if self.stats.stop is not None:
+                outcome = Outcome(job.id, "pending")
+            else:
+                outcome, stop = await self.attempt.run(job, self._rng.random())
+                if stop is not None:
+                    self.request_stop(stop)
+                _log_transition(job, outcome)
+            self._queued -= 1
+            if self._queued == self.config.concurrency * 2 - 1:
+                self._wake()  # just fell below the dispatcher's low-water mark
+            try:
+                # Usually there is room: no await, so nothing can cancel the hand-over.
+                outcomes.send_nowait(outcome)
+            except anyio.WouldBlock:
+                with anyio.CancelScope(shield=True):
+                    await outcomes.send(outcome)
 
     # -- writer ---------------------------------------------------------------------------
 

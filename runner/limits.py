@@ -61,6 +61,10 @@ class Permit:
 class Limiter(Protocol):
     """What the engine needs from a limiter."""
 
+    def try_acquire(self, tokens: int) -> Permit | None:
+        """A permit at once if one is free without waiting, else None (then `acquire`)."""
+        ...
+
     async def acquire(self, tokens: int) -> Permit:
         """Wait until one request costing `tokens` may be sent."""
         ...
@@ -321,12 +325,25 @@ class AdaptiveLimiter:
         ]
         return max(waits, key=lambda pair: pair[0])
 
+    def try_acquire(self, tokens: int) -> Permit | None:
+        """A permit at once if one is free without waiting, else None (then `acquire`).
+
+        Synchronous, so nothing interleaves with it; it never overtakes a send already
+        waiting for the lock, which keeps waiters in order."""
+        self._check_fits(tokens)
+        now = self._clock.monotonic()
+        if self._unlimited(now):
+            # Nothing is known to limit sends: skip the budget arithmetic.
+            return self._take(tokens, now)
+        if self._lock.locked() or self._wait_s(tokens, now)[0] > _EPSILON_S:
+            return None
+        return self._take(tokens, now)
+
     async def acquire(self, tokens: int) -> Permit:
         """Wait until one request costing `tokens` may be sent."""
-        self._check_fits(tokens)
-        if self._unlimited():
-            # Nothing is known to limit sends: skip the lock and the budget arithmetic.
-            return self._take(tokens, self._clock.monotonic())
+        permit = self.try_acquire(tokens)
+        if permit is not None:
+            return permit
         async with self._lock:
             while True:
                 now = self._clock.monotonic()
@@ -348,7 +365,7 @@ class AdaptiveLimiter:
             self.tokens.server_wait_s(tokens, now, self._sent_tokens),
         )
 
-    def _unlimited(self) -> bool:
+    def _unlimited(self, now: float) -> bool:
         return (
             self._answered > 0
             and not self._headers_seen
@@ -358,7 +375,7 @@ class AdaptiveLimiter:
             and self.config.rpd is None
             and self.tokens.limit is None
             and self.tokens.gate_remaining is None
-            and self._pause_until <= self._clock.monotonic()
+            and self._pause_until <= now
         )
 
     def _why_long(self, reason: str, now: float) -> str:
