@@ -15,11 +15,12 @@ from runner.attempt import Attempt
 from runner.cache.policy import CacheMode
 from runner.cache.store import open_cache
 from runner.cache.use import CacheUse
-from runner.client import AiohttpTransport, ClientConfig
+from runner.client import ClientConfig
 from runner.clock import Clock
 from runner.config import Environment, RunOptions
 from runner.engine import Engine, EngineConfig, RunStats
 from runner.errors import UsageError
+from runner.http11 import Http11Transport
 from runner.ingest import prepare_run
 from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
 from runner.ownership import owner_id
@@ -123,7 +124,7 @@ async def _assemble(
         timeout_s=options.timeout_s,
         max_connections=options.concurrency,
     )
-    transport = await stack.enter_async_context(AiohttpTransport(client))
+    transport = await stack.enter_async_context(Http11Transport(client))
     limits = LimitConfig(
         rpm=options.rpm, tpm=options.tpm, rpd=options.rpd, max_wait_s=options.max_wait_s
     )

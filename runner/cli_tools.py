@@ -11,7 +11,6 @@ import click
 from runner.cli_common import Finite, call, db_option
 from runner.config import Environment
 from runner.errors import UsageError
-from runner.health import check
 from runner.store.connect import open_store
 from runner.store.migrate import upgrade
 
@@ -67,6 +66,8 @@ def health(model: str, timeout_s: float) -> None:
     secrets = (env.api_key,) if env.api_key else ()
 
     async def go() -> int:
+        from runner.health import check  # aiohttp, which only this command needs
+
         verdict = await check(env.base_url, env.require_key(mock_hint=False), model, timeout_s)
         click.echo(("ok: " if verdict.code == 0 else "not ok: ") + verdict.reason)
         return verdict.code

@@ -52,8 +52,10 @@ class Environment:
                 "`export SELAM_API_KEY=<your key>` or a line SELAM_API_KEY=<your key> in ./.env"
                 + hint
             )
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.api_key):
-            raise UsageError("the API key holds a control character; check SELAM_API_KEY")
+        if not self.api_key.isascii() or any(ord(ch) < 32 or ord(ch) == 127 for ch in self.api_key):
+            raise UsageError(
+                "the API key holds a control or non-ASCII character; check SELAM_API_KEY"
+            )
         return self.api_key
 
     def require_base_url(self) -> str:

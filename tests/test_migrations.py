@@ -10,13 +10,14 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from runner.store.connect import open_store
-from runner.store.migrate import alembic_config, upgrade
+from runner.store.migrate import HEAD_REVISION, alembic_config, upgrade
 from runner.store.schema import metadata
 from runner.store.sql import SqlStore
 
@@ -67,6 +68,20 @@ async def fresh_postgres_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+def test_the_head_revision_constant_is_alembics_head() -> None:
+    # Start-up compares databases against the constant; a new migration must move it too.
+    assert head() == HEAD_REVISION
+
+
+@pytest.mark.anyio
+async def test_sqlite_a_database_one_revision_behind_is_upgraded(tmp_path: Path) -> None:
+    db = str(tmp_path / "old.db")
+    async with open_store(db, migrate=False) as store, store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0003"))
+    async with open_store(db) as store:
+        assert await revision(store) == HEAD_REVISION
 
 
 @pytest.mark.anyio

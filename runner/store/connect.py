@@ -7,13 +7,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from runner.errors import UsageError
-from runner.store.migrate import upgrade
+from runner.store.migrate import MigrationError, upgrade
 from runner.store.sql import SqlStore
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -60,7 +59,7 @@ async def open_store(db: str, migrate: bool = True) -> AsyncIterator[SqlStore]:
         if migrate:
             try:
                 await upgrade(engine)
-            except (OSError, SQLAlchemyError, AlembicError) as exc:
+            except (OSError, SQLAlchemyError, MigrationError) as exc:
                 raise UsageError(f"cannot use the database {db!r}: {_reason(exc)}") from None
         yield SqlStore(engine)
     finally:

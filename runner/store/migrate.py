@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+# The newest revision in migrations/versions (a test keeps the two equal). Checking a database
+# against it spares every command Alembic's import and script scan, about 0.1 s of start-up.
+HEAD_REVISION = "0004"
+
+
+class MigrationError(Exception):
+    """Alembic could not bring the database to the newest schema."""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the project's migrations, optionally bound to a connection."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -29,15 +41,21 @@ _UPGRADE_LOCK = anyio.Lock()
 
 
 def _is_current(connection: Connection) -> bool:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    return MigrationContext.configure(connection).get_current_revision() == head
+    if not inspect(connection).has_table("alembic_version"):
+        return False
+    versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars()
+    return list(versions) == [HEAD_REVISION]
 
 
 def _upgrade(connection: Connection) -> None:
-    # Imported here: the command module pulls in most of Alembic, which only an upgrade needs.
+    # Imported here: Alembic is only needed when there is something to upgrade.
     from alembic import command
+    from alembic.util.exc import CommandError
 
-    command.upgrade(alembic_config(connection), "head")
+    try:
+        command.upgrade(alembic_config(connection), "head")
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from None
 
 
 async def upgrade(engine: AsyncEngine) -> None:
