@@ -34,9 +34,13 @@ log = logging.getLogger("runner.engine")
 
 HEARTBEAT_S = 5.0
 WRITE_BATCH = 1024
-# How long the writer waits to fill a batch: a short delay in recording buys one commit, one
-# fsync and one export for hundreds of results instead of a handful.
+# At most one commit per window: a short delay in recording buys one commit, one fsync and one
+# export for hundreds of results instead of a handful. A write that itself took longer than the
+# window is followed at once by the next.
 WRITE_WINDOW_S = 0.05
+# Claimed request bodies held in memory: enough for a write's worth of work at thousands of
+# small jobs a second, while a file of 500 KB prompts keeps only a few dozen in memory.
+QUEUED_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class EngineConfig:
     """How hard and how long to work on a run."""
 
     concurrency: int = 16
-    claim_batch: int = 256
+    claim_batch: int = 1024
     lease_s: float = 600.0
     grace_s: float = 30.0
 
@@ -102,9 +106,14 @@ class Engine:
         self._started = clock.monotonic()
         self._models: dict[int, str] = {}
         self._requeued = 0
-        # Claimed jobs without an outcome yet (what the dispatcher tops up); `_outstanding`
-        # also counts outcomes the writer has not recorded (what "all done" waits for).
+        # Claimed jobs without an outcome yet (what the dispatcher tops up), and their body
+        # bytes; `_outstanding` also counts outcomes the writer has not recorded (what
+        # "all done" waits for).
         self._queued = 0
+        self._queued_bytes = 0
+        # The dispatcher tops the queue up below this mark: a claim waits behind the writer's
+        # transaction (SQLite has one writer), so the queue must outlast one write.
+        self._low_water = max(config.concurrency * 2, 512)
 
     async def execute(self) -> RunStats:
         """Drain the run (already owned by `owner`); return what happened."""
@@ -152,7 +161,7 @@ class Engine:
 
     async def _pipeline(self) -> None:
         jobs = WorkQueue[ClaimedJob]()
-        out_send, out_recv = anyio.create_memory_object_stream[Outcome](self.config.concurrency * 4)
+        out_send, out_recv = anyio.create_memory_object_stream[Outcome](WRITE_BATCH)
         async with anyio.create_task_group() as services:
             services.start_soon(self._heartbeat)
             services.start_soon(self._watch_signals)
@@ -182,25 +191,24 @@ class Engine:
         self._changed = anyio.Event()
 
     async def _dispatch(self, jobs: WorkQueue[ClaimedJob]) -> None:
-        # Claim in batches: top the queue up to `high` once it falls below `low`, so a claim
-        # is one transaction for many jobs rather than one for each freed slot.
-        low = self.config.concurrency * 2
-        high = low + self.config.claim_batch
+        # Claim in batches: top the queue up once it falls below the low-water mark, so a
+        # claim is one transaction for many jobs rather than one for each freed slot.
+        body_bytes = 1024.0  # a running average of claimed bodies, to size claims in bytes
         try:
             while self.stats.stop is None:
-                if self._queued >= low:
+                want = self._claim_size(body_bytes)
+                if want == 0:
                     await self._idle(check_due=False)
                     continue
                 claimed = await self.store.claim(
-                    self.run.id,
-                    self.owner,
-                    high - self._queued,
-                    self.clock.time(),
-                    self.config.lease_s,
+                    self.run.id, self.owner, want, self.clock.time(), self.config.lease_s
                 )
                 if claimed:
+                    size = sum(len(job.body) for job in claimed)
+                    body_bytes = 0.5 * body_bytes + 0.5 * size / len(claimed)
                     self._outstanding += len(claimed)
                     self._queued += len(claimed)
+                    self._queued_bytes += size
                     for job in claimed:
                         self._models[job.id] = job.model
                         self._requeued += job.attempts > 0
@@ -211,6 +219,14 @@ class Engine:
                 await self._idle(check_due=True)
         finally:
             jobs.close()
+
+    def _claim_size(self, body_bytes: float) -> int:
+        """How many jobs to claim now: none while the queue is above its low-water mark."""
+        if self._queued >= self._low_water or self._queued_bytes >= QUEUED_BYTES:
+            return 0
+        by_bytes = int((QUEUED_BYTES - self._queued_bytes) / max(body_bytes, 1.0))
+        # Always at least one job per worker's worth of progress, however big the bodies.
+        return max(1, min(self._low_water + self.config.claim_batch - self._queued, by_bytes))
 
     async def _idle(self, check_due: bool) -> None:
         changed = self._changed
@@ -236,7 +252,8 @@ class Engine:
                     self.request_stop(stop)
                 _log_transition(job, outcome)
             self._queued -= 1
-            if self._queued == self.config.concurrency * 2 - 1:
+            self._queued_bytes -= len(job.body)
+            if self._queued == self._low_water - 1:
                 self._wake()  # just fell below the dispatcher's low-water mark
             try:
                 # Usually there is room: no await, so nothing can cancel the hand-over.
@@ -249,9 +266,11 @@ class Engine:
 
     async def _writer(self, outcomes: MemoryObjectReceiveStream[Outcome]) -> None:
         watermark: tuple[int, int] | None = None
+        started = -WRITE_WINDOW_S
         async with outcomes:
             async for first in outcomes:
-                batch = await _gather(first, outcomes)
+                batch = await _gather(first, outcomes, started + WRITE_WINDOW_S)
+                started = anyio.current_time()
                 with anyio.CancelScope(shield=True):
                     await self.store.record(
                         self.run.id, self.owner, batch, self.clock.time(), watermark
@@ -368,16 +387,19 @@ class Engine:
             )
 
 
-async def _gather(first: Outcome, outcomes: MemoryObjectReceiveStream[Outcome]) -> list[Outcome]:
-    """`first` and whatever else arrives within a short window: one transaction for many.
+async def _gather(
+    first: Outcome, outcomes: MemoryObjectReceiveStream[Outcome], until: float
+) -> list[Outcome]:
+    """`first` and whatever else arrives until `until`: one transaction for many.
 
     The window is a sleep followed by non-blocking receives, never a cancelled receive, so
     no outcome can be dropped between the stream and the batch.
     """
     batch = [first]
     _drain(outcomes, batch)
-    if len(batch) < WRITE_BATCH:
-        await anyio.sleep(WRITE_WINDOW_S)
+    wait = until - anyio.current_time()
+    if len(batch) < WRITE_BATCH and wait > 0:
+        await anyio.sleep(wait)
         _drain(outcomes, batch)
     return batch
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from runner.app import ApiTarget, RunReport, run_job
@@ -18,6 +19,7 @@ from runner.config import RunOptions
 from runner.emulator import Emulator, EmulatorConfig, serve_emulator
 
 TEST_KEY = "sk-selam-test-0123456789abcdef"
+POSTGRES_SERVER = "postgres@127.0.0.1:5432"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,3 +89,18 @@ async def cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str
     """Run `runner ARGS` as a subprocess; return its exit code, stdout and stderr."""
     result = await anyio.run_process([*RUNNER_CMD, *args], env=env, cwd=cwd, check=False)
     return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+@asynccontextmanager
+async def fresh_postgres_database(prefix: str = "runner_test") -> AsyncIterator[str]:
+    """A throwaway database on the local test server, so other users of `test` are undisturbed."""
+    name = f"{prefix}_{os.getpid()}_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(f"postgresql://{POSTGRES_SERVER}/test")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://{POSTGRES_SERVER}/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

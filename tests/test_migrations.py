@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -20,6 +16,7 @@ from runner.store.connect import open_store
 from runner.store.migrate import HEAD_REVISION, alembic_config, upgrade
 from runner.store.schema import metadata
 from runner.store.sql import SqlStore
+from tests.support import fresh_postgres_database
 
 POSTGRES_SERVER = "postgres@127.0.0.1:5432"
 POSTGRES_URL = f"postgresql+asyncpg://{POSTGRES_SERVER}/test"
@@ -55,21 +52,6 @@ def head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-@asynccontextmanager
-async def fresh_postgres_database() -> AsyncIterator[str]:
-    """A throwaway database on the test server, so parallel users of `test` are not disturbed."""
-    name = f"runner_migrations_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(f"postgresql://{POSTGRES_SERVER}/test")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield POSTGRES_URL.removesuffix("/test") + f"/{name}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def test_the_head_revision_constant_is_alembics_head() -> None:
     # Start-up compares databases against the constant; a new migration must move it too.
     assert head() == HEAD_REVISION
@@ -84,8 +66,23 @@ async def test_sqlite_a_database_one_revision_behind_is_upgraded(tmp_path: Path)
         assert await revision(store) == HEAD_REVISION
 
 
+async def migrate_from_scratch(url: str) -> None:
+    """Every migration in turn on an empty database, as an old database would have had them."""
+    async with open_store(url, migrate=False) as store, store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))
+
+
 @pytest.mark.anyio
-async def test_sqlite_migrated_schema_equals_the_metadata(tmp_path: Path) -> None:
+async def test_sqlite_every_migration_in_turn_builds_the_metadata(tmp_path: Path) -> None:
+    url = str(tmp_path / "stepwise.db")
+    await migrate_from_scratch(url)
+    async with open_store(url, migrate=False) as store:
+        assert await schema_diff(store) == []
+        assert await revision(store) == head()
+
+
+@pytest.mark.anyio
+async def test_sqlite_a_fresh_database_gets_the_metadata_stamped_at_head(tmp_path: Path) -> None:
     async with open_store(str(tmp_path / "fresh.db")) as store:
         assert await schema_diff(store) == []
         assert await revision(store) == head()
@@ -113,8 +110,17 @@ async def test_sqlite_upgrading_again_changes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_postgresql_migrated_schema_equals_the_metadata() -> None:
+async def test_postgresql_a_fresh_database_gets_the_metadata_stamped_at_head() -> None:
     async with fresh_postgres_database() as url, open_store(url) as store:
         assert store.engine.dialect.name == "postgresql"
         assert await schema_diff(store) == []
         assert await revision(store) == head()
+
+
+@pytest.mark.anyio
+async def test_postgresql_every_migration_in_turn_builds_the_metadata() -> None:
+    async with fresh_postgres_database() as url:
+        await migrate_from_scratch(url)
+        async with open_store(url, migrate=False) as store:
+            assert await schema_diff(store) == []
+            assert await revision(store) == head()

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-from sqlalchemy import inspect
+from sqlalchemy import Column, MetaData, String, Table, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runner.store.schema import metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -18,6 +20,14 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # The newest revision in migrations/versions (a test keeps the two equal). Checking a database
 # against it spares every command Alembic's import and script scan, about 0.1 s of start-up.
 HEAD_REVISION = "0004"
+
+
+# Alembic's own bookkeeping table, as Alembic creates it.
+_version_table = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), primary_key=True),
+)
 
 
 class MigrationError(Exception):
@@ -47,6 +57,19 @@ def _is_current(connection: Connection) -> bool:
     return list(versions) == [HEAD_REVISION]
 
 
+def _create_or_upgrade(connection: Connection) -> None:
+    # Checked again inside the write transaction: another process may have got here first.
+    if inspect(connection).get_table_names():
+        _upgrade(connection)
+        return
+    # An empty database gets the newest schema in one go, stamped with the head revision,
+    # rather than every migration in turn (a test keeps the two schemas equal): a new run's
+    # start-up is 0.15 s shorter.
+    metadata.create_all(connection)
+    _version_table.create(connection)
+    connection.execute(_version_table.insert().values(version_num=HEAD_REVISION))
+
+
 def _upgrade(connection: Connection) -> None:
     # Imported here: Alembic is only needed when there is something to upgrade.
     from alembic import command
@@ -59,9 +82,10 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def upgrade(engine: AsyncEngine) -> None:
-    """Apply every pending migration in one transaction (a cheap check when there is none)."""
+    """Create the schema, or apply every pending migration, in one transaction (a cheap check
+    when there is nothing to do)."""
     async with engine.connect() as conn:
         if await conn.run_sync(_is_current):
             return
     async with _UPGRADE_LOCK, engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_create_or_upgrade)

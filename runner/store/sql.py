@@ -38,6 +38,8 @@ class SqlStore:
         self.engine = engine
         self._dialect = engine.dialect.name
         self._job_insert: str | None = None
+        self._final_update = statements.DriverStatement(statements.FINAL_UPDATE, engine.dialect)
+        self._requeue_update = statements.DriverStatement(statements.REQUEUE_UPDATE, engine.dialect)
 
     async def find_run(self, out_path: str) -> RunRecord | None:
         """The run bound to a results path, if any."""
@@ -227,14 +229,13 @@ class SqlStore:
                 )
                 last = int((await conn.execute(bump)).scalar_one())
                 first = last - len(finals) + 1
-                await conn.execute(
-                    statements.FINAL_UPDATE, statements.final_params(finals, first, owner, now)
-                )
+                params = statements.final_params(finals, first, owner, now)
+                await conn.exec_driver_sql(self._final_update.sql, self._final_update.rows(params))
             retries = [o for o in outcomes if o.state not in FINAL_STATES]
             if retries:
-                await conn.execute(
-                    statements.REQUEUE_UPDATE, statements.requeue_params(retries, owner)
-                )
+                params = statements.requeue_params(retries, owner)
+                requeue = self._requeue_update
+                await conn.exec_driver_sql(requeue.sql, requeue.rows(params))
             errors = statements.error_rows(run_id, outcomes, now)
             if errors:
                 await conn.execute(insert(attempt_errors), errors)

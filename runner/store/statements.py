@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import Update, bindparam, func, update
+from sqlalchemy.engine import Dialect
 
 from runner.store.protocol import Outcome, ResultRow
 from runner.store.schema import jobs, runs
@@ -87,6 +89,28 @@ REQUEUE_UPDATE = (
         lease_expires_at=None,
     )
 )
+
+
+class DriverStatement:
+    """A statement compiled once to the driver's own SQL, taking positional rows.
+
+    Bulk writes through it skip SQLAlchemy's parameter processing for every row, which cost
+    about 10 us a row, more than SQLite's own work on it.
+    """
+
+    def __init__(self, stmt: Update, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.positiontup is None:
+            raise RuntimeError(f"{dialect.name} does not take positional parameters")
+        self.sql = str(compiled)
+        # Literals in the statement (a lease set to NULL, attempts + 1) are parameters too.
+        self._constants = dict(compiled.params)
+        self._pick = operator.itemgetter(*compiled.positiontup)
+
+    def rows(self, params: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """Named parameters, one dict per row, as the driver's positional tuples."""
+        constants, pick = self._constants, self._pick
+        return [pick(constants | p) for p in params]
 
 
 def _common(o: Outcome, owner: str) -> dict[str, Any]:
