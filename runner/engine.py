@@ -248,6 +248,10 @@ class Engine:
                 outcome = Outcome(job.id, "pending")
             else:
                 outcome, stop = await self.attempt.run(job, self._rng.random())
+                # Caps count each answer as it arrives, not when the writer records it: what
+                # is sent past a cap is then only what was already in flight.
+                over_budget = self.watch.record((outcome,), self._models)
+                stop = stop or over_budget
                 if stop is not None:
                     self.request_stop(stop)
                 _log_transition(job, outcome)
@@ -278,11 +282,8 @@ class Engine:
                     self._count(batch)
                     self._outstanding -= len(batch)
                     watermark = await self.results.export()
-                stop = self.watch.record(batch, self._models)
                 for outcome in batch:
                     self._models.pop(outcome.job_id, None)
-                if stop is not None:
-                    self.request_stop(stop)
                 self._wake()
 
     def _count(self, batch: list[Outcome]) -> None:

@@ -6,15 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream
 
+from runner import parsing
 from runner.clock import Clock
 from runner.errors import InputChangedError, InputError, InputProblem
-from runner.jobfile import Job, LineError, file_digest, iter_lines, new_digest, parse_line
+from runner.jobfile import Job, file_digest
 from runner.ownership import take_run
 from runner.store.protocol import RunRecord, Store
 
-INSERT_BATCH = 2000
 MAX_REPORTED_PROBLEMS = 20
 
 
@@ -100,27 +99,16 @@ async def _ingest(
 ) -> RunRecord:
     run_id = await store.create_run(key, str(input_path), "", clock.time(), owner)
     problems = _Problems(input_path)
-    digest = new_digest()
+    digest: list[str] = []
     total = 0
     try:
-        # Parsing (here) and inserting (the database driver's thread) overlap: one batch is
-        # written while the next is read.
-        send, receive = anyio.create_memory_object_stream[list[Job]](1)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_inserter, store, run_id, receive, problems, (owner, clock))
-            async with send:
-                batch: list[Job] = []
-                for number, raw in iter_lines(input_path, digest, max_line_bytes):
-                    job = _parse(raw, number, max_line_bytes, problems)
-                    if job is None:
-                        continue
-                    total += 1
-                    batch.append(job)
-                    if len(batch) >= INSERT_BATCH:
-                        await send.send(batch)
-                        batch = []
-                if batch:
-                    await send.send(batch)
+        async for jobs, bad_lines in parsing.batches(input_path, max_line_bytes, digest):
+            for number, reason in bad_lines:
+                problems.add(number, reason)
+            total += len(jobs)
+            await _insert(store, run_id, jobs, problems)
+            # A long ingest keeps its claim on the run fresh, like a running engine does.
+            await store.heartbeat(run_id, owner, clock.time(), None)
         if problems.shown:
             raise InputError(sorted(problems.shown, key=lambda p: p.line), problems.more)
         if total == 0:
@@ -130,36 +118,10 @@ async def _ingest(
         with anyio.CancelScope(shield=True):
             await store.delete_run(run_id)
         raise
-    await store.mark_ingested(run_id, total, digest.hexdigest(), clock.time())
+    await store.mark_ingested(run_id, total, digest[0], clock.time())
     run = await store.get_run(run_id)
     assert run is not None
     return run
-
-
-def _parse(raw: bytes | None, number: int, max_line_bytes: int, problems: _Problems) -> Job | None:
-    if raw is None:
-        problems.add(number, f"line is longer than the {max_line_bytes}-byte limit")
-        return None
-    try:
-        return parse_line(raw, number)
-    except LineError as exc:
-        problems.add(number, str(exc))
-        return None
-
-
-async def _inserter(
-    store: Store,
-    run_id: int,
-    batches: MemoryObjectReceiveStream[list[Job]],
-    problems: _Problems,
-    alive: tuple[str, Clock],
-) -> None:
-    owner, clock = alive
-    async with batches:
-        async for batch in batches:
-            await _insert(store, run_id, batch, problems)
-            # A long ingest keeps its claim on the run fresh, like a running engine does.
-            await store.heartbeat(run_id, owner, clock.time(), None)
 
 
 async def _insert(store: Store, run_id: int, batch: list[Job], problems: _Problems) -> None:

@@ -80,6 +80,8 @@ class RunWatch:
 
     def _over_budget(self) -> StopRequest | None:
         caps = self.caps
+        if caps.max_tokens is None and caps.max_cost is None:
+            return None
         if caps.max_tokens is not None and self.tokens >= caps.max_tokens:
             return StopRequest(
                 "budget", f"--max-tokens {caps.max_tokens:,} reached ({self.tokens:,} used)"

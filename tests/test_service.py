@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 from pathlib import Path
 
@@ -108,6 +109,10 @@ async def test_max_cost_stops_the_run_and_a_raised_cap_finishes_it(tmp_path: Pat
         assert capped.stats.stop is not None and capped.stats.stop.kind == "budget"
         assert 0 < capped.counts["done"] < 40
         assert capped.cost is not None and capped.cost >= 0.1
+        # Nothing goes out past the cap but the one request in flight (concurrency 1); when
+        # caps were checked at recording time, sending ran far ahead and all 40 went out.
+        per_job = capped.cost / capped.counts["done"]
+        assert capped.counts["done"] <= math.ceil(0.1 / per_job) + 1
         raised = await run(
             jobs, target, tmp_path, concurrency=1, max_cost=100.0, price_overrides=price
         )

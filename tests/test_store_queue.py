@@ -80,3 +80,10 @@ async def test_an_outcome_for_a_lease_another_owner_holds_is_not_recorded(
     )
     assert await store.results_after(run_id, 0, 10) == []
     assert await store.counts(run_id) == {"running": 1}
+
+
+async def test_an_empty_batch_inserts_nothing(store: SqlStore) -> None:
+    # A batch of nothing but bad lines reaches the store empty (this once ended in exit 70).
+    run_id = await queued_run(store, 1)
+    assert await store.add_jobs(run_id, []) == []
+    assert await store.counts(run_id) == {"pending": 1}

@@ -93,6 +93,8 @@ class SqlStore:
 
     async def add_jobs(self, run_id: int, batch: Sequence[Job]) -> list[Duplicate]:
         """Insert jobs; report those whose custom_id the run already has (not inserted)."""
+        if not batch:
+            return []
         if self._job_insert is None:
             self._job_insert = dialect.job_insert_sql(self.engine.dialect)
         rows = [
