@@ -174,6 +174,9 @@ class Attempt:
         prompt, completion = _usage(verdict.parsed)
         self.limiter.settle(permit, info, prompt + completion if verdict.kind is Kind.OK else None)
         request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
+        if request_id is not None:
+            # Stored and exported like the body, so an echoed key is scrubbed from it too.
+            request_id = redact(request_id, self.secrets)
         if verdict.kind is Kind.OK:
             self.breaker.success()
             return Outcome(

@@ -59,15 +59,11 @@ class Environment:
         return self.api_key
 
     def require_base_url(self) -> str:
-        """The base URL, checked to be http(s)://host[...] before anything is sent."""
-        try:
-            parsed = urlsplit(self.base_url)
-            usable = parsed.scheme in ("http", "https") and bool(parsed.hostname)
-        except ValueError:
-            usable = False
-        if not usable:
+        """The base URL, checked to be http(s)://host[:port][/path] before anything is sent."""
+        problem = base_url_problem(self.base_url)
+        if problem is not None:
             raise UsageError(
-                f"SELAM_BASE_URL / OPENAI_BASE_URL {self.base_url!r} is not an http(s) URL; "
+                f"SELAM_BASE_URL / OPENAI_BASE_URL {self.base_url!r} {problem}; "
                 f"expected e.g. {DEFAULT_BASE_URL}"
             )
         return self.base_url
@@ -109,3 +105,26 @@ class RunOptions:
     def default_out_path(input_path: Path) -> Path:
         """`<input stem>.results.jsonl` beside the input."""
         return input_path.with_name(f"{input_path.stem}{RESULTS_SUFFIX}")
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the API's base URL, or None when it can."""
+    try:
+        parsed = urlsplit(url)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        return f"has a bad port ({exc})"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "is not an http(s) URL"
+    if port == 0:
+        return "names port 0"
+    if not url.isascii() or any(ch.isspace() for ch in url):
+        return (
+            "holds spaces or non-ASCII characters (write the host in punycode, the path %-encoded)"
+        )
+    if parsed.username is not None or parsed.password is not None:
+        return "holds a user name or password (the key belongs in SELAM_API_KEY)"
+    return None

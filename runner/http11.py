@@ -24,16 +24,28 @@ from urllib.parse import urlsplit
 import httptools
 
 from runner.client import USER_AGENT, ClientConfig, RawResponse, TransportError
+from runner.config import base_url_problem
 from runner.sse import IncompleteStream, assemble_stream
+
+# Limits on one answer: a chat completion is far smaller, and a broken or hostile server must
+# not run the process out of memory (aiohttp's field limit is 8 KiB; ours is for the block).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 2**20
+
+# An idle connection older than this is closed rather than reused: servers drop idle
+# connections after a few seconds (uvicorn and Node after 5), and a request written into one
+# that is closing fails, or worse, may have been read.
+IDLE_S = 4.0
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class _Lost(Exception):
-    """The connection ended before a whole response arrived."""
+    """The connection ended, or broke the protocol, before a whole response arrived."""
 
-    def __init__(self, detail: str, received: bool) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.received = received
+
+class _TooLarge(Exception):
+    """The answer's headers or body exceed the limits."""
 
 
 class _TimedOut(Exception):
@@ -47,16 +59,16 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[None] | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.status = 0
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._header_bytes = 0
+        self._body_bytes = 0
         self._headers_done = False
         self._close_delimited = False
-        self._received = False
         self.keep_alive = True
         self.closed = False
-        self.answered = 0
+        self.idle_since = loop.time()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -65,42 +77,60 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._received = True
+        if not self._expecting():
+            # Bytes nobody asked for: whatever follows on this connection cannot be matched
+            # to a request any more, so it is never used again.
+            self.abort()
+            return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(_Lost(f"malformed HTTP response: {exc}", received=True))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(_Lost(f"malformed HTTP response ({type(exc).__name__}: {exc})"))
             self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is None or self._waiter.done():
+        if not self._expecting():
             return
-        if self._headers_done and self._close_delimited:
-            # No length and not chunked: the body is whatever came before the close.
+        if exc is None and self._headers_done and self._close_delimited:
+            # No length and not chunked: the body is whatever came before a clean close.
             self._complete()
             return
         reason = f"{type(exc).__name__}: {exc}" if exc else "the server closed the connection"
-        self._fail(_Lost(f"{reason} before a whole response arrived", self._received))
+        self._fail(_Lost(f"{reason} before a whole response arrived"))
 
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._too_large(f"headers over {MAX_HEADER_BYTES // 1024} KiB")
+            return
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        names = {name.lower() for name, _ in self.headers}
-        self._close_delimited = b"content-length" not in names and (
-            b"transfer-encoding" not in names
-        )
+        length = coding = False
+        for name, value in self._headers:
+            lowered = name.lower()
+            length = length or lowered == b"content-length"
+            if lowered == b"transfer-encoding":
+                coding = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        self._close_delimited = not length and not coding
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        self._body_bytes += len(body)
+        if self._body_bytes > MAX_BODY_BYTES:
+            self._too_large(f"a body over {MAX_BODY_BYTES // 2**20} MiB")
+            return
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
+        if not self._expecting():
+            # A second answer in the same bytes as the first: the connection is out of step.
+            self.abort()
+            return
+        if 100 <= self._parser.get_status_code() < 200:
             # An informational answer comes before the real one.
             self._reset()
             return
@@ -109,33 +139,44 @@ class _Connection(asyncio.Protocol):
 
     # -- the exchange ----------------------------------------------------------------------
 
+    def _expecting(self) -> bool:
+        return self._waiter is not None and not self._waiter.done()
+
     def _reset(self) -> None:
-        self.headers, self.body = [], []
+        self._headers, self._body = [], []
+        self._header_bytes = self._body_bytes = 0
         self._headers_done = self._close_delimited = False
 
     def _complete(self) -> None:
-        self.status = self._parser.get_status_code()
-        self.answered += 1
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+            answer = (self._parser.get_status_code(), self._headers, b"".join(self._body))
+            self._waiter.set_result(answer)
 
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
+
+    def _too_large(self, what: str) -> None:
+        self._fail(_TooLarge(f"the answer has {what}"))
+        self.abort()
 
     def time_out(self) -> None:
         """The request took too long: fail it and drop the connection."""
         self._fail(_TimedOut())
         self.abort()
 
-    async def exchange(self, request: bytes) -> None:
-        """Send one request; return once its whole answer is in `status`, `headers`, `body`."""
+    async def exchange(self, request: bytes) -> Answer:
+        """Send one request; return its whole answer: status, raw headers, body."""
         assert self._transport is not None
         self._reset()
-        self._received = False
-        self._waiter = waiter = self._loop.create_future()
+        waiter: asyncio.Future[Answer] = self._loop.create_future()
+        self._waiter = waiter
         self._transport.write(request)
-        await waiter
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            self.idle_since = self._loop.time()
 
     def abort(self) -> None:
         """Drop the connection at once."""
@@ -148,15 +189,18 @@ class Http11Transport:
     """`Transport` over a pool of keep-alive HTTP/1.1 connections to one origin."""
 
     def __init__(self, config: ClientConfig) -> None:
-        url = urlsplit(config.base_url.rstrip("/") + "/chat/completions")
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {config.base_url}")
+        problem = base_url_problem(config.base_url)
+        if problem is not None:
+            raise ValueError(f"the base URL {problem}")
+        url = urlsplit(config.base_url)
         self._config = config
+        assert url.hostname is not None  # base_url_problem checked it
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
         authority = url.netloc.rpartition("@")[2]
-        target = url.path + (f"?{url.query}" if url.query else "")
+        # The query (e.g. Azure's ?api-version=) stays after the path; a fragment is never sent.
+        target = url.path.rstrip("/") + "/chat/completions" + (f"?{url.query}" if url.query else "")
         self._head = (
             f"POST {target} HTTP/1.1\r\n"
             f"Host: {authority}\r\n"
@@ -193,41 +237,30 @@ class Http11Transport:
         assert self._slots is not None, "use Http11Transport as an async context manager"
         request = self._head + b"%d\r\n\r\n" % len(body) + body
         async with self._slots:
-            status, headers, raw = await self._exchange(request)
-        return _response(status, headers, raw)
-
-    async def _exchange(self, request: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        for _ in range(2):
             conn = await self._connection()
-            reused = conn.answered > 0
-            try:
-                await self._timed(conn, request)
-            except _Lost as lost:
-                if reused and not lost.received:
-                    # The server closed an idle connection as we wrote: it never saw the
-                    # request, so a fresh connection may carry it.
-                    continue
-                raise TransportError("connection_error", lost.detail) from None
-            answer = conn.status, conn.headers, b"".join(conn.body)
+            status, headers, raw = await self._timed(conn, request)
             if conn.keep_alive and not conn.closed:
                 self._idle.append(conn)
             else:
                 conn.abort()
-            return answer
-        raise TransportError("connection_error", "the server closed two connections in a row")
+        return _response(status, headers, raw)
 
-    async def _timed(self, conn: _Connection, request: bytes) -> None:
+    async def _timed(self, conn: _Connection, request: bytes) -> Answer:
         assert self._loop is not None
         timer = self._loop.call_later(self._config.timeout_s, conn.time_out)
         self._busy.add(conn)
         try:
-            await conn.exchange(request)
+            return await conn.exchange(request)
         except _TimedOut:
             raise TransportError(
                 "timeout", f"no answer within {self._config.timeout_s:g}s"
             ) from None
+        except _Lost as exc:
+            raise TransportError("connection_error", str(exc)) from None
+        except _TooLarge as exc:
+            raise TransportError("response_too_large", str(exc)) from None
         except BaseException:
-            # Cancelled or failed halfway: what is left on the wire belongs to no one.
+            # Cancelled halfway: what is left on the wire belongs to no one.
             conn.abort()
             raise
         finally:
@@ -235,14 +268,18 @@ class Http11Transport:
             self._busy.discard(conn)
 
     async def _connection(self) -> _Connection:
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
         assert self._loop is not None
         loop = self._loop
+        stale_before = loop.time() - IDLE_S
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and conn.idle_since >= stale_before:
+                return conn
+            conn.abort()
+        # --timeout bounds connecting too, when it is the shorter of the two.
+        connect_s = min(self._config.connect_timeout_s, self._config.timeout_s)
         try:
-            async with asyncio.timeout(self._config.connect_timeout_s):
+            async with asyncio.timeout(connect_s):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop),
                     self._host,
@@ -251,9 +288,7 @@ class Http11Transport:
                     server_hostname=self._host if self._ssl else None,
                 )
         except TimeoutError:
-            raise TransportError(
-                "timeout", f"no connection within {self._config.connect_timeout_s:g}s"
-            ) from None
+            raise TransportError("timeout", f"no connection within {connect_s:g}s") from None
         except OSError as exc:
             raise TransportError("connection_error", f"{type(exc).__name__}: {exc}") from None
         return conn
@@ -263,9 +298,9 @@ def _response(status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) 
     headers: dict[str, str] = {}
     for name, value in raw_headers:
         headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-    encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
-        body = _decoded(body, encoding)
+    encodings = headers.get("content-encoding", "").strip().lower()
+    if encodings not in ("", "identity"):
+        body = _decoded(body, encodings)
     if status == 200 and "text/event-stream" in headers.get("content-type", ""):
         try:
             body = assemble_stream(body)
@@ -274,14 +309,33 @@ def _response(status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) 
     return RawResponse(status, headers, body)
 
 
-def _decoded(body: bytes, encoding: str) -> bytes:
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise TransportError("connection_error", f"unsupported Content-Encoding {encoding!r}")
-    try:
-        # 47 reads a gzip or zlib header; servers also send "deflate" as a bare stream.
-        return zlib.decompress(body, 47)
-    except zlib.error:
+def _decoded(body: bytes, encodings: str) -> bytes:
+    # Codings apply in the order listed, so they come off in reverse.
+    for coding in reversed([c.strip() for c in encodings.split(",")]):
+        if coding in ("", "identity"):
+            continue
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise TransportError("connection_error", f"unsupported Content-Encoding {coding!r}")
+        body = _inflated(body, coding)
+    return body
+
+
+def _inflated(body: bytes, coding: str) -> bytes:
+    # 47 reads a gzip or zlib header; servers also send "deflate" as a bare stream (-15).
+    error = ""
+    for wbits in (47, -15):
+        inflater = zlib.decompressobj(wbits)
         try:
-            return zlib.decompress(body, -15)
+            plain = inflater.decompress(body, MAX_BODY_BYTES)
         except zlib.error as exc:
-            raise TransportError("connection_error", f"corrupt {encoding} body: {exc}") from None
+            error = str(exc)
+            continue
+        if inflater.unconsumed_tail:
+            raise TransportError(
+                "response_too_large", f"the answer inflates past {MAX_BODY_BYTES // 2**20} MiB"
+            )
+        if not inflater.eof:
+            error = "the compressed data ends early"
+            continue
+        return plain
+    raise TransportError("connection_error", f"corrupt {coding} body: {error}")

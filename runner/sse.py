@@ -39,20 +39,26 @@ def assemble_stream(raw: bytes) -> bytes:
         if data == b"[DONE]":
             done = True
             break
-        chunk = orjson.loads(data)
-        if isinstance(chunk, dict) and "error" in chunk:
-            return orjson.dumps(chunk)
-        if completion is None:
-            completion = {k: chunk.get(k) for k in ("id", "created", "model")}
-            completion["object"] = "chat.completion"
-        if chunk.get("usage"):
-            completion["usage"] = chunk["usage"]
-        for delta_choice in chunk.get("choices") or []:
-            index = int(delta_choice.get("index", 0))
-            slot = choices.setdefault(
-                index, {"index": index, "message": {"role": "assistant"}, "finish_reason": None}
-            )
-            _merge_choice(slot, delta_choice)
+        try:
+            chunk = orjson.loads(data)
+            if not isinstance(chunk, dict):
+                raise TypeError(f"an event is {type(chunk).__name__}, not an object")
+            if "error" in chunk:
+                return orjson.dumps(chunk)
+            if completion is None:
+                completion = {k: chunk.get(k) for k in ("id", "created", "model")}
+                completion["object"] = "chat.completion"
+            if chunk.get("usage"):
+                completion["usage"] = chunk["usage"]
+            for delta_choice in chunk.get("choices") or []:
+                index = int(delta_choice.get("index", 0))
+                slot = choices.setdefault(
+                    index, {"index": index, "message": {"role": "assistant"}, "finish_reason": None}
+                )
+                _merge_choice(slot, delta_choice)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Not the shape of a chat-completion chunk: the stream holds no usable answer.
+            raise IncompleteStream(f"malformed stream event ({exc})") from None
     if not done or completion is None:
         raise IncompleteStream("the stream ended without data: [DONE]")
     completion["choices"] = [choices[i] for i in sorted(choices)]

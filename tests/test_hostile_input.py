@@ -136,15 +136,29 @@ async def test_unreachable_api_stops_with_exit_3_instead_of_failing_every_job(
 
 
 @pytest.mark.parametrize(
-    "url", ["127.0.0.1:18808/v1", "ftp://example.invalid/v1", "not a url", "http://[::1"]
+    ("url", "reason"),
+    [
+        ("127.0.0.1:18808/v1", "not an http(s) URL"),
+        ("ftp://example.invalid/v1", "not an http(s) URL"),
+        ("not a url", "not an http(s) URL"),
+        ("http://[::1", "not a valid URL"),
+        # These four ended in exit 70 (internal error) once the client built requests itself.
+        ("http://127.0.0.1:99999/v1", "bad port"),
+        ("http://127.0.0.1:abc/v1", "bad port"),
+        ("http://127.0.0.1:18808/v1/ключ", "non-ASCII"),
+        ("http://пример.рф:18808/v1", "non-ASCII"),
+        ("http://127.0.0.1:0/v1", "port 0"),
+        ("http://127.0.0.1:18808/v 1", "spaces"),
+        ("http://user:secret@127.0.0.1:18808/v1", "user name or password"),
+    ],
 )
 async def test_unusable_base_url_is_refused_before_anything_is_queued(
-    tmp_path: Path, url: str
+    tmp_path: Path, url: str, reason: str
 ) -> None:
-    """Bad SELAM_BASE_URL values: exit 2 naming the variable."""
+    """Bad SELAM_BASE_URL values: exit 2 naming the variable and the reason."""
     jobs = _jobs(tmp_path, 2)
     code, _, stderr = await cli(["run", str(jobs), "--db", "r.db"], cli_env(url), tmp_path)
-    assert code == 2 and "SELAM_BASE_URL" in stderr
+    assert code == 2 and "SELAM_BASE_URL" in stderr and reason in stderr, stderr
     assert not (tmp_path / "in.results.jsonl").exists()
 
 

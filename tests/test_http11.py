@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import socket
 import ssl
+import struct
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import orjson
 import pytest
 import trustme
 
+from runner import http11
+from runner.app import ApiTarget
 from runner.client import ClientConfig, RawResponse, TransportError
 from runner.http11 import Http11Transport
+from tests.support import TEST_KEY, numbered_jobs, run
 
 pytestmark = pytest.mark.anyio
 
@@ -27,11 +33,14 @@ BODY = b'{"model":"m","messages":[]}'
 
 @dataclass
 class Answer:
-    """What the server does with one request: write `data`, then maybe close or hang."""
+    """What the server does with one request: write `data`, then maybe close, reset or hang;
+    `later` is written unasked 20 ms after."""
 
     data: bytes = b""
     close: bool = False
     hang: bool = False
+    reset: bool = False
+    later: bytes = b""
 
 
 @dataclass
@@ -71,6 +80,14 @@ async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 await asyncio.sleep(3600)
             writer.write(answer.data)
             await writer.drain()
+            if answer.reset:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            if answer.later:
+                await asyncio.sleep(0.02)
+                writer.write(answer.later)
             if answer.close:
                 break
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -197,16 +214,24 @@ async def test_an_idle_connection_the_server_dropped_is_replaced_without_a_secon
     assert (script.connections, len(script.requests)) == (2, 2)
 
 
-async def test_a_reused_connection_closed_before_any_answer_byte_is_retried_once() -> None:
-    # The race the check above cannot see: the close arrives only after the request went out.
-    async with (
-        server(ok(), Answer(close=True), ok(b'{"third":1}')) as script,
-        transport(script.url) as client,
-    ):
+async def test_a_reused_connection_closed_unanswered_is_an_error_not_a_silent_resend() -> None:
+    # The server may have read the request before closing: sending it again unseen could pay
+    # twice without the run counting it, so the engine's counted retry handles it instead.
+    async with server(ok(), Answer(close=True), ok()) as script, transport(script.url) as client:
         await client.send(BODY)
-        response = await client.send(BODY)
-    assert response.body == b'{"third":1}'
-    assert (script.connections, len(script.requests)) == (2, 3)
+        with pytest.raises(TransportError) as caught:
+            await client.send(BODY)
+    assert caught.value.code == "connection_error"
+    assert len(script.requests) == 2
+
+
+async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http11, "IDLE_S", 0.05)
+    async with server(ok(), ok()) as script, transport(script.url) as client:
+        await client.send(BODY)
+        await anyio.sleep(0.1)
+        await client.send(BODY)
+    assert script.connections == 2
 
 
 async def test_a_fresh_connection_closed_before_any_answer_is_not_retried() -> None:
@@ -310,3 +335,103 @@ async def test_tls_refuses_a_certificate_no_trusted_ca_signed() -> None:
         with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
             await send_once(script.url)
     assert script.requests == []
+
+
+async def test_a_second_answer_in_the_same_bytes_is_not_mixed_into_the_first() -> None:
+    two = ok(b'{"first":1}').data + b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\n{}"
+    async with server(Answer(two), ok(b'{"next":1}')) as script, transport(script.url) as client:
+        first = await client.send(BODY)
+        second = await client.send(BODY)
+    assert (first.status, first.body) == (200, b'{"first":1}')
+    # The connection that spoke out of turn was dropped: the next answer is the next one.
+    assert second.body == b'{"next":1}'
+    assert script.connections == 2
+
+
+async def test_bytes_arriving_on_an_idle_connection_retire_it() -> None:
+    stale = ok(b'{"stale":1}').data
+    answers = Answer(ok(b'{"one":1}').data, later=stale), ok(b'{"two":1}')
+    async with server(*answers) as script, transport(script.url) as client:
+        await client.send(BODY)
+        await anyio.sleep(0.1)
+        response = await client.send(BODY)
+    assert response.body == b'{"two":1}'
+    assert script.connections == 2
+
+
+async def test_the_api_key_echoed_in_a_request_id_never_reaches_results_or_database(
+    tmp_path: Path,
+) -> None:
+    echo = ok(b'{"choices":[]}', f"X-Request-ID: Bearer {TEST_KEY}")
+    async with server(echo, echo) as script:
+        jobs = numbered_jobs(tmp_path / "jobs.jsonl", 2)
+        report = await run(jobs, ApiTarget(script.url, TEST_KEY, mock=False), tmp_path)
+    assert report.counts == {"done": 2}
+    results = (tmp_path / "jobs.results.jsonl").read_bytes()
+    assert b"request_id" in results
+    assert TEST_KEY.encode() not in results
+    assert TEST_KEY.encode() not in (tmp_path / "runner.db").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "events", [b"data: {not json\n\ndata: [DONE]\n\n", b"data: [1,2]\n\ndata: [DONE]\n\n"]
+)
+async def test_a_stream_of_events_that_are_not_chunks_is_an_incomplete_stream(
+    events: bytes,
+) -> None:
+    async with server(ok(events, "Content-Type: text/event-stream")) as script:
+        with pytest.raises(TransportError) as caught:
+            await send_once(script.url)
+    assert caught.value.code == "incomplete_stream"
+
+
+async def test_a_switch_to_another_protocol_is_a_connection_error_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upgrade = Answer(b"HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+    async with server(upgrade) as script:
+        with pytest.raises(TransportError) as caught:
+            await send_once(script.url)
+    assert caught.value.code == "connection_error"
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
+async def test_a_reset_in_a_body_without_a_length_is_an_error_not_an_answer() -> None:
+    cut = Answer(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"partial', reset=True)
+    async with server(cut) as script:
+        with pytest.raises(TransportError) as caught:
+            await send_once(script.url)
+    assert caught.value.code == "connection_error"
+
+
+async def test_a_non_chunked_transfer_coding_ends_with_the_connection() -> None:
+    answer = Answer(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n{"all":1}', close=True)
+    async with server(answer) as script:
+        response = await send_once(script.url)
+    assert response.body == b'{"all":1}'
+
+
+async def test_oversized_answers_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http11, "MAX_BODY_BYTES", 1000)
+    huge_header = ok(b"{}", "X-Big: " + "a" * (http11.MAX_HEADER_BYTES + 1))
+    big_body = ok(b"x" * 1001)
+    bomb = ok(gzip.compress(b" " * 5000), "Content-Encoding: gzip")
+    async with server(huge_header, big_body, bomb) as script:
+        for expected in ("headers over 64 KiB", "a body over", "inflates past"):
+            with pytest.raises(TransportError, match=expected) as caught:
+                await send_once(script.url)
+            assert caught.value.code == "response_too_large"
+
+
+async def test_a_query_in_the_base_url_stays_after_the_path() -> None:
+    async with server(ok()) as script:
+        await send_once(script.url + "?api-version=2024-10-21")
+    assert script.heads[0].startswith(b"POST /v1/chat/completions?api-version=2024-10-21 HTTP/1.1")
+
+
+@pytest.mark.parametrize("coding", ["gzip, identity", "identity, gzip", ""])
+async def test_identity_in_a_list_of_codings_is_no_coding(coding: str) -> None:
+    packed = gzip.compress(b'{"z":1}') if "gzip" in coding else b'{"z":1}'
+    async with server(ok(packed, f"Content-Encoding: {coding}")) as script:
+        response = await send_once(script.url)
+    assert response.body == b'{"z":1}'
