@@ -8,6 +8,9 @@ runtime); 4 the API refused the key or permission; 5 (`health`) the API is unrea
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -39,8 +42,31 @@ _SEVERITY = (4, 2, 6, 3, 1, 0)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="runner")
-def main() -> None:
+def cli() -> None:
     """Run files of chat-completion requests against a rate-limited API, resumably."""
+
+
+def main() -> None:
+    """The `runner` command: run it, then leave without tearing the interpreter down.
+
+    By then everything is durable (the database committed, files closed) and tearing down the
+    interpreter's modules would only cost time: about 0.15 s, a fifth of a short cron run.
+    """
+    code: object = 0
+    try:
+        cli()
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        click.echo(code, err=True)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _ttl(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
@@ -213,7 +239,7 @@ def _options(fn: Any) -> Any:
     return fn
 
 
-@main.command()
+@cli.command()
 @click.argument(
     "jobs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -350,4 +376,4 @@ for command in (
     db,
     cache,
 ):
-    main.add_command(command)
+    cli.add_command(command)

@@ -36,11 +36,15 @@ async def test_sigkill_at_random_moments_then_rerun_leaves_exactly_one_line_per_
     out = tmp_path / "jobs.results.jsonl"
     args = ["run", str(jobs), "--db", str(tmp_path / "r.db"), "--concurrency", "8"]
     rng = random.Random(20261203)
-    async with emulator(latency_ms=20) as (emu, target):
+    # 400 jobs x 100 ms / 8 in flight: about 5 s of sending, so six kills land before the end
+    # (with 20 ms the run outpaced the kills once start-up got faster, and the loop never ended).
+    async with emulator(latency_ms=100) as (emu, target):
         env = cli_env(target.base_url)
         kills = 0
         progress: list[int] = []
-        while kills < 6:
+        for _ in range(20):
+            if kills == 6:
+                break
             process: Process = await anyio.open_process([*RUNNER_CMD, *args], env=env, cwd=tmp_path)
             async with process:
                 await anyio.sleep(rng.uniform(0.6, 1.5))
