@@ -25,7 +25,7 @@ from runner.ingest import prepare_run
 from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
 from runner.ownership import owner_id
 from runner.pricing import PriceTable
-from runner.progress import LiveView, LogLineView, ProgressView
+from runner.progress import LogLineView, ProgressView
 from runner.retry import RetryPolicy
 from runner.store.connect import open_store
 from runner.store.protocol import OPEN_STATES, RunRecord, Store
@@ -206,6 +206,8 @@ def progress_view(mode: str, interval_s: float) -> ProgressView | None:
     if mode == "auto":
         mode = "live" if sys.stderr.isatty() else "plain"
     if mode == "live":
+        from runner.liveview import LiveView  # rich, which only a terminal needs
+
         return LiveView()
     if mode == "plain":
         return LogLineView(interval_s)

@@ -8,12 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
-
 log = logging.getLogger("runner.progress")
 
 
@@ -46,7 +40,7 @@ class Progress:
         return max(0, self.total - self.done - self.failed - self.retrying - busy)
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(seconds)
@@ -55,7 +49,7 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _money(value: float | None) -> str:
+def money(value: float | None) -> str:
     return "n/a" if value is None else f"${value:,.4f}"
 
 
@@ -69,40 +63,14 @@ def progress_line(p: Progress) -> str:
         f"{p.pending:,} pending",
         f"{p.requests_per_min:,.0f} req/min",
         f"{p.tokens_per_min:,.0f} tok/min",
-        f"cost {_money(p.cost)} (projected {_money(p.projected_cost)})",
-        f"ETA {_duration(p.eta_s)}",
+        f"cost {money(p.cost)} (projected {money(p.projected_cost)})",
+        f"ETA {duration(p.eta_s)}",
     ]
     if p.paused:
         parts.append(f"paused: {p.paused}")
     if p.stopping:
         parts.append(f"stopping: {p.stopping}")
     return " · ".join(parts)
-
-
-def render(p: Progress) -> Group:
-    """The live display: a bar and a table of counts, rates, cost and state."""
-    finished = p.done + p.failed
-    bar = ProgressBar(total=max(1, p.total), completed=finished, width=60)
-    head = Text(f" {finished:,}/{p.total:,}  elapsed {_duration(p.elapsed_s)}  ETA ")
-    head.append(_duration(p.eta_s), style="bold")
-    table = Table.grid(padding=(0, 2))
-    for _ in range(4):
-        table.add_column()
-    table.add_row("done", f"[green]{p.done:,}", "requests/min", f"{p.requests_per_min:,.1f}")
-    table.add_row("failed", f"[red]{p.failed:,}", "tokens/min", f"{p.tokens_per_min:,.0f}")
-    table.add_row("retrying", f"[yellow]{p.retrying:,}", "tokens", f"{p.tokens:,}")
-    table.add_row("sending", f"{p.in_flight:,}", "cost so far", _money(p.cost))
-    table.add_row("queued", f"{p.queued:,}", "projected cost", _money(p.projected_cost))
-    table.add_row("pending", f"{p.pending:,}", "answered 429", f"{p.rate_limited:,}")
-    table.add_row("sent", f"{p.sent:,}", "", "")
-    state = Text("running", style="green")
-    if finished >= p.total:
-        state = Text("finished", style="bold green")
-    if p.paused:
-        state = Text(f"paused: {p.paused}", style="yellow")
-    if p.stopping:
-        state = Text(f"stopping: {p.stopping}", style="red")
-    return Group(bar, head, table, state)
 
 
 class ProgressView(Protocol):
@@ -117,29 +85,6 @@ class ProgressView(Protocol):
     def close(self) -> None:
         """Stop displaying (the summary follows)."""
         ...
-
-
-class LiveView:
-    """A rich live display for terminals."""
-
-    interval_s = 0.5
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self._live: Live | None = None
-
-    def show(self, progress: Progress) -> None:
-        """Redraw."""
-        if self._live is None:
-            self._live = Live(render(progress), console=self.console, auto_refresh=False)
-            self._live.start()
-        self._live.update(render(progress), refresh=True)
-
-    def close(self) -> None:
-        """Leave the last frame on screen."""
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
 
 class LogLineView:

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,9 @@ def _show(value: str) -> str:
 
 def _date_s(text: str) -> float | None:
     """Unix seconds of an HTTP-date or ISO-8601 / RFC 3339 string, else None."""
+    # Imported here: the email package costs 10 ms of every start-up, and dates are rare.
+    from email.utils import parsedate_to_datetime
+
     for parse in (parsedate_to_datetime, datetime.fromisoformat):
         try:
             moment = parse(text.strip())
