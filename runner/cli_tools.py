@@ -61,14 +61,16 @@ def mock_server(host: str, port: int, **settings: Any) -> None:
 @click.option("--model", default="selam-turbo", show_default=True, help="For the fallback call.")
 @click.option("--timeout", "timeout_s", type=Finite(0.1), default=15.0, show_default=True)
 def health(model: str, timeout_s: float) -> None:
-    """Check the key and the connection: exit 0 ok, 4 refused, 5 unreachable."""
+    """Check the key and the connection: exit 0 ok, 4 refused, 5 unreachable (2: no key or
+    an unusable base URL)."""
     env = Environment.from_process()
     secrets = (env.api_key,) if env.api_key else ()
 
     async def go() -> int:
         from runner.health import check  # aiohttp, which only this command needs
 
-        verdict = await check(env.base_url, env.require_key(mock_hint=False), model, timeout_s)
+        key = env.require_key(mock_hint=False)
+        verdict = await check(env.require_base_url(), key, model, timeout_s)
         click.echo(("ok: " if verdict.code == 0 else "not ok: ") + verdict.reason)
         return verdict.code
 

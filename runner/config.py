@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -128,3 +128,9 @@ def base_url_problem(url: str) -> str | None:
     if parsed.username is not None or parsed.password is not None:
         return "holds a user name or password (the key belongs in SELAM_API_KEY)"
     return None
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """`path` appended to the base URL's path; its query (e.g. ?api-version=) stays last."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from runner.client import USER_AGENT, ClientConfig, RawResponse, TransportError
-from runner.config import base_url_problem
+from runner.config import base_url_problem, endpoint_url
 from runner.sse import IncompleteStream, assemble_stream
 
 # Limits on one answer: a chat completion is far smaller, and a broken or hostile server must
@@ -192,15 +192,14 @@ class Http11Transport:
         problem = base_url_problem(config.base_url)
         if problem is not None:
             raise ValueError(f"the base URL {problem}")
-        url = urlsplit(config.base_url)
+        url = urlsplit(endpoint_url(config.base_url, "/chat/completions"))
         self._config = config
         assert url.hostname is not None  # base_url_problem checked it
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
         authority = url.netloc.rpartition("@")[2]
-        # The query (e.g. Azure's ?api-version=) stays after the path; a fragment is never sent.
-        target = url.path.rstrip("/") + "/chat/completions" + (f"?{url.query}" if url.query else "")
+        target = url.path + (f"?{url.query}" if url.query else "")
         self._head = (
             f"POST {target} HTTP/1.1\r\n"
             f"Host: {authority}\r\n"

@@ -227,6 +227,15 @@ async def test_health_reports_ok_refused_and_unreachable(tmp_path: Path) -> None
     assert unreachable[0] == 5 and "cannot reach" in unreachable[1]
 
 
+async def test_health_keeps_a_query_after_the_path_and_refuses_a_bad_port(tmp_path: Path) -> None:
+    # The query once went before /models (".../v1?api-version=x/models": a 404, exit 4).
+    async with emulator() as (_, target):
+        ok = await cli(["health"], cli_env(target.base_url + "?api-version=2024-10-21"), tmp_path)
+    bad_port = await cli(["health"], cli_env("http://127.0.0.1:99999/v1"), tmp_path)
+    assert ok[0] == 0, ok
+    assert bad_port[0] == 2 and "bad port" in bad_port[2]
+
+
 async def test_several_files_are_each_their_own_run(tmp_path: Path) -> None:
     """`runner run a.jsonl b.jsonl` runs both, each with its own results file."""
     a = _jobs(tmp_path, 3, "a.jsonl")
