@@ -28,6 +28,8 @@ from runner.errors import UsageError
 from runner.jobfile import Job, LineError, iter_lines, new_digest, parse_line
 
 BATCH_LINES = 2000
+# ...or fewer lines when they are big: a batch of 500 KB prompts must not hold a gigabyte.
+BATCH_BYTES = 8 * 2**20
 # Files at least this big are parsed in a second process (about 50,000 typical lines).
 SECOND_PROCESS_MIN_BYTES = 8 * 2**20
 
@@ -40,12 +42,14 @@ class InputUnreadable(UsageError):
 
 
 def parse_batches(
-    path: Path, max_line_bytes: int
+    path: Path, max_line_bytes: int, batch_bytes: int | None = None
 ) -> Generator[tuple[list[Job], list[Problem]], None, str]:
     """Jobs and problems, a batch at a time; the file's digest is the generator's return value."""
     digest = new_digest()
     jobs: list[Job] = []
     problems: list[Problem] = []
+    size = 0
+    batch_bytes = batch_bytes or BATCH_BYTES
     for number, raw in iter_lines(path, digest, max_line_bytes):
         if raw is None:
             problems.append((number, f"line is longer than the {max_line_bytes}-byte limit"))
@@ -57,10 +61,11 @@ def parse_batches(
             else:
                 if job is not None:
                     jobs.append(job)
+        size += len(raw) if raw is not None else 0
         # Problems count too: a file of nothing but bad lines must not pile them up.
-        if len(jobs) + len(problems) >= BATCH_LINES:
+        if len(jobs) + len(problems) >= BATCH_LINES or size >= batch_bytes:
             yield jobs, problems
-            jobs, problems = [], []
+            jobs, problems, size = [], [], 0
     if jobs or problems:
         yield jobs, problems
     return digest.hexdigest()
@@ -89,7 +94,8 @@ async def batches(
 
 def parser_command(path: Path, max_line_bytes: int) -> list[str]:
     """The command line of the second process."""
-    return [sys.executable, "-m", "runner.parsing", str(path), str(max_line_bytes)]
+    limits = (str(max_line_bytes), str(BATCH_BYTES))
+    return [sys.executable, "-m", "runner.parsing", str(path), *limits]
 
 
 async def _batches_from_child(
@@ -140,10 +146,10 @@ def main(argv: list[str]) -> None:
     """The second process: parse the file named in argv, frames to stdout."""
     # Ctrl-C reaches the whole process group; the parent decides, and ends this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    path, max_line_bytes = Path(argv[0]), int(argv[1])
+    path, max_line_bytes, batch_bytes = Path(argv[0]), int(argv[1]), int(argv[2])
     out = sys.stdout.buffer
     try:
-        source = parse_batches(path, max_line_bytes)
+        source = parse_batches(path, max_line_bytes, batch_bytes)
         while True:
             try:
                 jobs, problems = next(source)

@@ -88,3 +88,15 @@ async def test_a_parser_that_dies_is_reported_not_waited_for(
     path = mixed_file(tmp_path / "mixed.jsonl")
     with pytest.raises(parsing.InputUnreadable, match="ended without finishing"):
         await collect(path)
+
+
+async def test_big_lines_make_smaller_batches(
+    tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2,000 lines of 500 KB made one 1 GB batch; batches are now bounded in bytes too.
+    monkeypatch.setattr(parsing, "BATCH_BYTES", 10_000)
+    lines = [batch_line(f"c{i}", chat_body("x" * 3000)) for i in range(10)]
+    path = write_jsonl(tmp_path / "big.jsonl", lines)
+    sizes = [len(jobs) async for jobs, _ in parsing.batches(path, 2**20, [])]
+    assert sum(sizes) == 10
+    assert max(sizes) <= 4
