@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,9 +20,9 @@ from runner.client import ClientConfig
 from runner.clock import Clock
 from runner.config import Environment, RunOptions
 from runner.engine import Engine, EngineConfig, RunStats
-from runner.errors import UsageError
+from runner.errors import Interrupted, UsageError
 from runner.http11 import Http11Transport
-from runner.ingest import prepare_run
+from runner.ingest import IngestResult, prepare_run
 from runner.limits import DAY_S, AdaptiveLimiter, LimitConfig
 from runner.ownership import owner_id
 from runner.pricing import PriceTable
@@ -77,15 +78,7 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
     owner = owner_id()
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(options.db))
-        prepared = await prepare_run(
-            store,
-            options.input_path,
-            options.out_path,
-            restart=options.restart,
-            clock=clock,
-            max_line_bytes=options.max_line_bytes,
-            owner=owner,
-        )
+        prepared = await _queue(store, options, clock, owner)
         try:
             engine, attempt, cache, watch = await _assemble(
                 stack, store, prepared.run, options, target, clock, owner
@@ -107,6 +100,44 @@ async def run_job(options: RunOptions, target: ApiTarget, clock: Clock) -> RunRe
         prompt, completion = await store.usage(run.id)
         counts = await store.counts(run.id)
         return RunReport(run, prepared.resumed, stats, counts, prompt, completion, watch.cost())
+
+
+async def _queue(store: SqlStore, options: RunOptions, clock: Clock, owner: str) -> IngestResult:
+    """prepare_run, given up cleanly on SIGINT or SIGTERM: nothing is left half-queued."""
+    caught: list[str] = []
+    failure: Exception | None = None
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    caught.append(signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    return
+
+            tg.start_soon(watch)
+            try:
+                prepared = await prepare_run(
+                    store,
+                    options.input_path,
+                    options.out_path,
+                    restart=options.restart,
+                    clock=clock,
+                    max_line_bytes=options.max_line_bytes,
+                    owner=owner,
+                )
+            except Exception as exc:
+                # Raised below, outside the task group, which would wrap it in a group.
+                failure = exc
+            tg.cancel_scope.cancel()
+    if caught:
+        raise Interrupted(
+            f"interrupted by {caught[0]} while queueing {options.input_path}; nothing was "
+            "sent. Run the same command again."
+        )
+    if failure is not None:
+        raise failure
+    return prepared
 
 
 async def _assemble(

@@ -305,7 +305,9 @@ def run(
                 if report is not None:
                     reports.append(summary_dict(report, code, resume))
                     if not quiet:
-                        click.echo(summary(report, resume))
+                        # A closed or full stdout must not turn a finished run into exit 70.
+                        with contextlib.suppress(OSError):
+                            click.echo(summary(report, resume))
         return min(codes, key=_SEVERITY.index), reports
 
     code, reports = call(go, secrets)

@@ -123,6 +123,10 @@ class Engine:
             await self.store.requeue_running(self.run.id)
             self.results.open(self.run.export_seq, self.run.export_offset)
             await self.results.export()
+            # A run already at a cap (an earlier invocation reached it) sends nothing more.
+            over_budget = self.watch.over_budget()
+            if over_budget is not None:
+                self.request_stop(over_budget)
             await self._pipeline()
         finally:
             with anyio.CancelScope(shield=True):
@@ -200,9 +204,11 @@ class Engine:
                 if want == 0:
                     await self._idle(check_due=False)
                     continue
-                claimed = await self.store.claim(
-                    self.run.id, self.owner, want, self.clock.time(), self.config.lease_s
-                )
+                # Shielded like every write: a cancelled claim would leave its transaction open.
+                with anyio.CancelScope(shield=True):
+                    claimed = await self.store.claim(
+                        self.run.id, self.owner, want, self.clock.time(), self.config.lease_s
+                    )
                 if claimed:
                     size = sum(len(job.body) for job in claimed)
                     body_bytes = 0.5 * body_bytes + 0.5 * size / len(claimed)

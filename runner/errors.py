@@ -71,6 +71,12 @@ class RunLockedError(RunnerError):
     exit_code = 6
 
 
+class Interrupted(RunnerError):
+    """SIGINT or SIGTERM arrived before sending began; nothing was sent (resumable)."""
+
+    exit_code = 3
+
+
 class ResultsWriteError(RunnerError):
     """The results file could not be written (disk full, permissions); resumable."""
 

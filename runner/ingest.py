@@ -106,9 +106,12 @@ async def _ingest(
             for number, reason in bad_lines:
                 problems.add(number, reason)
             total += len(jobs)
-            await _insert(store, run_id, jobs, problems)
-            # A long ingest keeps its claim on the run fresh, like a running engine does.
-            await store.heartbeat(run_id, owner, clock.time(), None)
+            # Shielded: a write cancelled halfway would keep its transaction, and its lock,
+            # open in the driver's thread, and the clean-up below would wait on that lock.
+            with anyio.CancelScope(shield=True):
+                await _insert(store, run_id, jobs, problems)
+                # A long ingest keeps its claim on the run fresh, like a running engine does.
+                await store.heartbeat(run_id, owner, clock.time(), None)
         if problems.shown:
             raise InputError(sorted(problems.shown, key=lambda p: p.line), problems.more)
         if total == 0:

@@ -107,7 +107,7 @@ async def _batches_from_child(
         assert process.stdout is not None
         frames = BufferedByteReceiveStream(process.stdout)
         while True:
-            frame = await _read_frame(frames)
+            frame = await _read_frame(frames, path)
             if frame[0] == "batch":
                 yield [Job(*fields) for fields in frame[1]], frame[2]
             elif frame[0] == "end":
@@ -123,12 +123,15 @@ async def _batches_from_child(
             await process.aclose()
 
 
-async def _read_frame(frames: BufferedByteReceiveStream) -> tuple[Any, ...]:
+async def _read_frame(frames: BufferedByteReceiveStream, path: Path) -> tuple[Any, ...]:
     try:
         (size,) = _HEADER.unpack(await frames.receive_exactly(_HEADER.size))
         frame = pickle.loads(await frames.receive_exactly(size))
     except (anyio.IncompleteRead, anyio.EndOfStream):
-        raise InputUnreadable("the parsing process ended without finishing") from None
+        raise InputUnreadable(
+            f"the process parsing {path} ended without finishing (was it killed?); "
+            "nothing was sent, run the same command again"
+        ) from None
     assert isinstance(frame, tuple)
     return frame
 

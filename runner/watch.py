@@ -76,9 +76,10 @@ class RunWatch:
                     prompt + outcome.prompt_tokens,
                     completion + outcome.completion_tokens,
                 )
-        return self._over_budget()
+        return self.over_budget()
 
-    def _over_budget(self) -> StopRequest | None:
+    def over_budget(self) -> StopRequest | None:
+        """A stop when the run's usage so far has reached --max-tokens or --max-cost."""
         caps = self.caps
         if caps.max_tokens is None and caps.max_cost is None:
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -132,3 +133,74 @@ async def test_mock_run_of_bundled_example_completes_every_job(tmp_path: Path) -
     count = sum(1 for line in example.read_bytes().splitlines() if line.strip())
     assert f"{count} done, 0 failed" in stdout
     assert len(read_results(tmp_path / "example.results.jsonl")) == count
+
+
+def _padded_jobs(path: Path, count: int) -> Path:
+    """`count` jobs of about 180 bytes, written fast."""
+    filler = "lorem ipsum " * 8
+    with path.open("w") as fh:
+        for i in range(count):
+            body = f'{{"model":"m","messages":[{{"role":"user","content":"{i} {filler}"}}]}}'
+            fh.write(f'{{"custom_id":"j{i}","body":{body}}}\n')
+    return path
+
+
+def _ingesting(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1) as con:
+            row = con.execute("SELECT state FROM runs").fetchone()
+            queued = con.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == "ingesting" and queued > 0
+
+
+@pytest.mark.parametrize(
+    ("signum", "count"),
+    [(signal.SIGINT, 300_000), (signal.SIGTERM, 40_000)],
+    ids=["SIGINT-parsed-in-a-second-process", "SIGTERM-parsed-here"],
+)
+async def test_a_signal_while_queueing_exits_3_at_once_and_leaves_nothing_half_queued(
+    tmp_path: Path, signum: signal.Signals, count: int
+) -> None:
+    # Once: a 30 s wait on a lock a cancelled insert held, exit 70, and a run left "ingesting".
+    jobs = _padded_jobs(tmp_path / "jobs.jsonl", count)
+    db = tmp_path / "r.db"
+    env = cli_env("http://127.0.0.1:9/v1")
+    process = await anyio.open_process([*RUNNER_CMD, "run", str(jobs), "--db", str(db)], env=env)
+    async with process:
+        for _ in range(2000):  # another process's database: polling is all there is
+            if _ingesting(db):
+                break
+            await anyio.sleep(0.01)
+        else:
+            pytest.fail("the run never started queueing")
+        process.send_signal(signum)
+        with anyio.fail_after(10):
+            code = await process.wait()
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
+    assert code == 3, stderr
+    assert f"interrupted by {signum.name} while queueing" in stderr
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+async def test_a_full_stdout_does_not_turn_a_finished_run_into_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    # Once exit 70, and the --summary-json file never written.
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [batch_line("a", chat_body("hi"))])
+    summary = tmp_path / "summary.json"
+    args = ["run", str(jobs), "--db", str(tmp_path / "r.db"), "--summary-json", str(summary)]
+    async with emulator() as (_, target):
+        with open("/dev/full", "wb") as full:
+            done = await anyio.run_process(
+                [*RUNNER_CMD, *args], env=cli_env(target.base_url), stdout=full, check=False
+            )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"internal error" not in done.stderr
+    assert summary.exists()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -124,3 +126,30 @@ async def test_postgresql_every_migration_in_turn_builds_the_metadata() -> None:
         async with open_store(url, migrate=False) as store:
             assert await schema_diff(store) == []
             assert await revision(store) == head()
+
+
+@pytest.mark.anyio
+async def test_postgresql_first_runs_at_once_all_get_the_schema() -> None:
+    # Separate processes, as separate runs are. Without a lock, one of three lost the race:
+    # a duplicate pg_type row, exit 2.
+    opener = (
+        "import anyio, sys\n"
+        "from runner.store.connect import open_store\n"
+        "async def main():\n"
+        "    async with open_store(sys.argv[1]):\n"
+        "        pass\n"
+        "anyio.run(main)\n"
+    )
+    async with fresh_postgres_database() as url:
+        results: list[int] = []
+
+        async def open_once() -> None:
+            done = await anyio.run_process([sys.executable, "-c", opener, url], check=False)
+            results.append(done.returncode)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(open_once)
+        async with open_store(url, migrate=False) as store:
+            assert await revision(store) == HEAD_REVISION
+    assert results == [0, 0, 0]

@@ -113,6 +113,14 @@ async def test_max_cost_stops_the_run_and_a_raised_cap_finishes_it(tmp_path: Pat
         # caps were checked at recording time, sending ran far ahead and all 40 went out.
         per_job = capped.cost / capped.counts["done"]
         assert capped.counts["done"] <= math.ceil(0.1 / per_job) + 1
+        # Run again with the cap already reached: nothing more is sent (each cron tick used to
+        # send one more request).
+        sent_before = emu.stats.requests
+        again = await run(
+            jobs, target, tmp_path, concurrency=1, max_cost=0.1, price_overrides=price
+        )
+        assert exit_code(again) == 3 and again.stats.sent == 0
+        assert emu.stats.requests == sent_before
         raised = await run(
             jobs, target, tmp_path, concurrency=1, max_cost=100.0, price_overrides=price
         )

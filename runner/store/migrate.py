@@ -30,6 +30,10 @@ _version_table = Table(
 )
 
 
+# An arbitrary constant naming this project's schema lock among PostgreSQL advisory locks.
+_SCHEMA_LOCK = 0x52554E4E4552  # "RUNNER"
+
+
 class MigrationError(Exception):
     """Alembic could not bring the database to the newest schema."""
 
@@ -58,6 +62,10 @@ def _is_current(connection: Connection) -> bool:
 
 
 def _create_or_upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # SQLite's BEGIN IMMEDIATE already serialises this transaction; on PostgreSQL two first
+        # runs would both create the tables, and one would fail on the duplicate.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
     # Checked again inside the write transaction: another process may have got here first.
     if inspect(connection).get_table_names():
         _upgrade(connection)
