@@ -18,20 +18,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import aiohttp
 import anyio
 import orjson
 
+from bench.plain import CONCURRENCY, KEY, plain_client
 from bench.table import print_table, save
 from runner.clock import SystemClock
 from runner.ingest import prepare_run
 from runner.output import ResultsFile
 from runner.store.connect import open_store
 
-CONCURRENCY = 64
-KEY = "sk-bench-0000000000"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_jobs(path: Path, count: int, text_chars: int = 60, non_ascii: bool = False) -> Path:
@@ -134,82 +133,61 @@ def runner_args(jobs: Path, db: Path, *extra: str) -> list[str]:
     ]
 
 
-async def plain_client(lines: list[bytes], out: BinaryIO, base_url: str) -> float:
-    """The baseline: fixed concurrency, no persistence but an appended results file."""
-    started = time.monotonic()
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        queue = iter(lines)
-
-        async def worker() -> None:
-            for line in queue:
-                body = orjson.dumps(orjson.loads(line)["body"])
-                async with session.post(f"{base_url}/chat/completions", data=body) as resp:
-                    out.write(await resp.read() + b"\n")
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(CONCURRENCY):
-                tg.start_soon(worker)
-    return time.monotonic() - started
-
-
 def throughput(workdir: Path, count: int = 20_000, rounds: int = 3) -> list[list[object]]:
     """Jobs per second, file in to results out, against the plain client.
 
-    The machine is shared and noisy, so the two alternate for `rounds` rounds against one
-    emulator and the medians are compared. The plain client on uvloop (the event loop the
-    runner uses) is shown for reference.
+    Both run as commands of their own, timed from start to exit, reading the job file and
+    writing a results file. The machine is shared and noisy, so they alternate for `rounds`
+    rounds against one emulator and the medians are compared. For reference: the plain
+    client's request loop alone (no interpreter start, imports or file reading), and the same
+    on uvloop, the event loop the runner uses.
     """
     jobs = write_jobs(workdir / "tp.jsonl", count)
     lines = jobs.read_bytes().splitlines()
-    plain: list[float] = []
-    plain_uvloop: list[float] = []
-    ours: list[float] = []
+    rates: dict[str, list[float]] = {"runner": [], "plain": [], "loop": [], "uvloop": []}
     emulator = EmulatorProcess()
+    env = runner_env(emulator.base_url)
     try:
         for i in range(rounds):
-            with (workdir / "plain.out").open("wb") as out:
-                plain.append(count / anyio.run(plain_client, lines, out, emulator.base_url))
-            with (workdir / "plain.out").open("wb") as out:
+            plain_out = workdir / "plain.out"
+            plain = [sys.executable, "-m", "bench.plain", str(jobs), str(plain_out)]
+            measured = run_command([*plain, emulator.base_url], env, REPO)
+            assert _result_lines(plain_out) == count, "the plain client's results are incomplete"
+            rates["plain"].append(count / measured.wall_s)
+            with plain_out.open("wb") as out:
+                rates["loop"].append(count / anyio.run(plain_client, lines, out, emulator.base_url))
+            with plain_out.open("wb") as out:
+                uvloop = {"use_uvloop": True}
                 elapsed = anyio.run(
-                    plain_client,
-                    lines,
-                    out,
-                    emulator.base_url,
-                    backend_options={"use_uvloop": True},
+                    plain_client, lines, out, emulator.base_url, backend_options=uvloop
                 )
-                plain_uvloop.append(count / elapsed)
+                rates["uvloop"].append(count / elapsed)
             db, results = workdir / f"tp-{i}.db", workdir / f"tp-{i}.results.jsonl"
-            args = runner_args(jobs, db, "--out", str(results))
-            measured = run_command(args, runner_env(emulator.base_url), workdir)
+            measured = run_command(runner_args(jobs, db, "--out", str(results)), env, workdir)
             assert _result_lines(results) == count, f"results of {count} jobs are incomplete"
-            ours.append(count / measured.wall_s)
+            rates["runner"].append(count / measured.wall_s)
     finally:
         emulator.close()
-    ratio = statistics.median(ours) / statistics.median(plain)
+    ours, plain_rate = (statistics.median(rates[k]) for k in ("runner", "plain"))
+    ratio = ours / plain_rate
+
+    def reference(what: str, key: str) -> list[object]:
+        rate = statistics.median(rates[key])
+        return [what, f"{rate:,.0f} jobs/s", f"{ours / rate:.2f}x", "-", "-"]
+
+    pairs = zip(rates["runner"], rates["plain"], strict=True)
+    each = ", ".join(f"{o:,.0f}/{p:,.0f}" for o, p in pairs)
     return [
         [
             f"throughput, {count:,} jobs (median of {rounds})",
-            f"{statistics.median(ours):,.0f} jobs/s vs plain {statistics.median(plain):,.0f}",
+            f"{ours:,.0f} jobs/s vs plain {plain_rate:,.0f}",
             f"{ratio:.2f}x",
             ">= 0.75x",
             ratio >= 0.75,
         ],
-        [
-            "  each round: runner / plain",
-            ", ".join(f"{o:,.0f}/{p:,.0f}" for o, p in zip(ours, plain, strict=True)),
-            "-",
-            "-",
-            "-",
-        ],
-        [
-            "  reference: plain client on uvloop",
-            f"{statistics.median(plain_uvloop):,.0f} jobs/s",
-            f"{statistics.median(ours) / statistics.median(plain_uvloop):.2f}x",
-            "-",
-            "-",
-        ],
+        ["  each round: runner / plain", each, "-", "-", "-"],
+        reference("  reference: plain client's request loop only", "loop"),
+        reference("  reference: the same on uvloop", "uvloop"),
     ]
 
 
