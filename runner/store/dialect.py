@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Insert, Update, bindparam, select, update
+from sqlalchemy import Insert, Update, bindparam, false, literal_column, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 
@@ -49,29 +49,25 @@ def claim_statement(
     )
 
 
-JOB_COLUMNS = (
-    "run_id",
-    "line",
-    "custom_id",
-    "body",
-    "metadata",
-    "est_tokens",
-    "model",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached",
-)
+JOB_COLUMNS = ("run_id", "line", "custom_id", "body", "metadata", "est_tokens", "model")
+
+# What every new job starts with, written into the statement as literals: binding the same six
+# values for every row cost about a tenth of bulk ingest.
+_FRESH_JOB = {
+    "state": literal_column("'pending'"),
+    "attempts": literal_column("0"),
+    "next_attempt_at": literal_column("0.0"),
+    "prompt_tokens": literal_column("0"),
+    "completion_tokens": literal_column("0"),
+    "cached": false(),
+}
 
 
 def job_insert_sql(dialect: Dialect) -> str:
     """The ignoring-duplicates INSERT compiled once to driver SQL, with positional parameters
     in `JOB_COLUMNS` order, so bulk ingest skips per-row parameter processing."""
-    stmt = insert_ignoring_duplicates(dialect.name).values(
-        {name: bindparam(name) for name in JOB_COLUMNS}
-    )
+    values: dict[str, Any] = {name: bindparam(name) for name in JOB_COLUMNS}
+    stmt = insert_ignoring_duplicates(dialect.name).values(values | _FRESH_JOB)
     compiled = stmt.compile(dialect=dialect)
     order = compiled.positiontup
     if order is None or tuple(order) != JOB_COLUMNS:

@@ -98,22 +98,7 @@ class SqlStore:
         if self._job_insert is None:
             self._job_insert = dialect.job_insert_sql(self.engine.dialect)
         rows = [
-            (
-                run_id,
-                j.line,
-                j.custom_id,
-                j.body,
-                j.metadata,
-                j.est_tokens,
-                j.model,
-                "pending",
-                0,
-                0.0,
-                0,
-                0,
-                False,
-            )
-            for j in batch
+            (run_id, j.line, j.custom_id, j.body, j.metadata, j.est_tokens, j.model) for j in batch
         ]
         async with self.engine.begin() as conn:
             result = await conn.exec_driver_sql(self._job_insert, rows)
