@@ -162,7 +162,9 @@ async def _assemble(
     limiter = AdaptiveLimiter(limits, clock)
     if options.rpd is not None:
         limiter.seed_sends(await store.sent_since(clock.time() - DAY_S))
-    cache = await _open_cache(stack, options, store)
+    # The emulator's answers are not the provider's: they are neither served from the shared
+    # cache nor stored in it.
+    cache = None if target.mock else await _open_cache(stack, options, store)
     attempt = Attempt(
         transport,
         limiter,

@@ -293,7 +293,7 @@ def run(
         settings["progress"] = "off"
     if dry_run:
         sys.exit(_dry_run(jobs, settings))
-    options = [_run_options(path, out, db or env.db, settings) for path in jobs]
+    options = [_run_options(path, out, db or env.db, settings, mock) for path in jobs]
     resume = shlex.join(["runner", *[a for a in sys.argv[1:] if a != "--restart"]])
 
     async def go() -> tuple[int, list[dict[str, object]]]:
@@ -317,14 +317,16 @@ def run(
     sys.exit(code)
 
 
-def _run_options(path: Path, out: Path | None, db: str, settings: dict[str, Any]) -> RunOptions:
+def _run_options(
+    path: Path, out: Path | None, db: str, settings: dict[str, Any], mock: bool
+) -> RunOptions:
     if not path.is_file():
         raise click.UsageError(
             f"{path} is not a regular file; a run must be able to re-read its input to resume "
             "(save a pipe's output to a file first)"
         )
     input_path = path.resolve()
-    out_path = (out or RunOptions.default_out_path(input_path)).resolve()
+    out_path = (out or RunOptions.default_out_path(input_path, mock)).resolve()
     if out_path == input_path:
         raise click.UsageError("--out must not be the input file")
     if "://" not in db:

@@ -77,7 +77,10 @@ def retry_failed_cmd(
 def _run_command(run: RunRecord, db: str | None) -> str:
     """The `runner run` line that works on this run again."""
     words = ["runner", "run", run.input_path]
-    if Path(run.out_path) != RunOptions.default_out_path(Path(run.input_path)):
+    out, input_path = Path(run.out_path), Path(run.input_path)
+    if out == RunOptions.default_out_path(input_path, mock=True):
+        words.append("--mock")  # a run with the emulator's default results file
+    elif out != RunOptions.default_out_path(input_path):
         words += ["--out", run.out_path]
     if db:
         words += ["--db", db]

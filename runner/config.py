@@ -102,9 +102,13 @@ class RunOptions:
     progress_interval_s: float = 30.0
 
     @staticmethod
-    def default_out_path(input_path: Path) -> Path:
-        """`<input stem>.results.jsonl` beside the input."""
-        return input_path.with_name(f"{input_path.stem}{RESULTS_SUFFIX}")
+    def default_out_path(input_path: Path, mock: bool = False) -> Path:
+        """`<input stem>.results.jsonl` beside the input (`.mock.results.jsonl` for --mock).
+
+        The results path names the run, so an emulator run and a real one of the same file are
+        two runs: a keyed run never resumes, and so never keeps, the emulator's answers."""
+        middle = ".mock" if mock else ""
+        return input_path.with_name(f"{input_path.stem}{middle}{RESULTS_SUFFIX}")
 
 
 def base_url_problem(url: str) -> str | None:

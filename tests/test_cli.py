@@ -132,7 +132,29 @@ async def test_mock_run_of_bundled_example_completes_every_job(tmp_path: Path) -
     assert code == 0, stderr
     count = sum(1 for line in example.read_bytes().splitlines() if line.strip())
     assert f"{count} done, 0 failed" in stdout
-    assert len(read_results(tmp_path / "example.results.jsonl")) == count
+    assert len(read_results(tmp_path / "example.mock.results.jsonl")) == count
+
+
+async def test_a_keyed_run_after_a_mock_run_neither_resumes_it_nor_serves_its_cache(
+    tmp_path: Path,
+) -> None:
+    # `make run` without a key, then with one, resumed the emulator's run: 0 requests sent and
+    # its answers kept; and deterministic requests were served from its cache.
+    jobs = write_jsonl(
+        tmp_path / "jobs.jsonl",
+        [batch_line(f"j{i}", chat_body(f"q {i}", temperature=0)) for i in range(3)],
+    )
+    mock_env = cli_env("http://127.0.0.1:9/v1")
+    del mock_env["SELAM_API_KEY"]
+    code, _, stderr = await cli(["run", str(jobs), "--mock"], mock_env, tmp_path)
+    assert code == 0, stderr
+    async with emulator() as (emu, target):
+        code, stdout, stderr = await cli(["run", str(jobs)], cli_env(target.base_url), tmp_path)
+    assert code == 0, stderr
+    assert emu.stats.requests == 3
+    assert "cache: 0 hits" in stdout or "hits" not in stdout
+    assert len(read_results(tmp_path / "jobs.results.jsonl")) == 3
+    assert len(read_results(tmp_path / "jobs.mock.results.jsonl")) == 3
 
 
 def _padded_jobs(path: Path, count: int) -> Path:
