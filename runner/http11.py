@@ -198,11 +198,10 @@ class Http11Transport:
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
-        authority = url.netloc.rpartition("@")[2]
         target = url.path + (f"?{url.query}" if url.query else "")
         self._head = (
             f"POST {target} HTTP/1.1\r\n"
-            f"Host: {authority}\r\n"
+            f"Host: {url.netloc}\r\n"  # base_url_problem refused credentials in it
             f"Authorization: Bearer {config.api_key}\r\n"
             "Content-Type: application/json\r\n"
             "Accept: application/json\r\n"

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from alembic import command
 from redis.asyncio import Redis
@@ -24,11 +23,11 @@ from runner.cache.store import ResponseCache, open_cache
 from runner.store.connect import open_store
 from runner.store.migrate import alembic_config
 from runner.store.schema import jobs, response_cache, runs
+from tests.support import fresh_postgres_database
 
 pytestmark = pytest.mark.anyio
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-POSTGRES_SERVER = "postgres@127.0.0.1:5432"
 NOW = 1_700_000_000.0
 DAY = 86_400.0
 # Not re-serialised on the way through: odd spacing, escapes and raw UTF-8 come back as stored.
@@ -54,17 +53,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def postgres_url() -> AsyncIterator[str]:
-    """A throwaway database on the test server, so parallel users of `test` are undisturbed."""
-    name = f"runner_cache_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(f"postgresql://{POSTGRES_SERVER}/test")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://{POSTGRES_SERVER}/{name}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_postgres_database("runner_cache") as url:
+        yield url
 
 
 @pytest.fixture
